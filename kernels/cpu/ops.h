@@ -1,0 +1,30 @@
+// Element-wise and row-wise operations of the Llama forward pass (fp32, CPU).
+#pragma once
+
+#include <cstdint>
+
+namespace qgate {
+
+// out[i] = x[i] / sqrt(mean(x²) + eps) * weight[i]; out may alias x.
+void rms_norm(const float* x, const float* weight, float* out, int64_t n, float eps);
+
+// Rotary position embedding applied in place to n_heads heads of head_dim at position pos.
+// kAdjacentPairs rotates (2i, 2i+1) — GGUF llama layout; kHalves rotates (i, i + head_dim/2) —
+// HF/GPTQ/AWQ layout. Frequencies: theta^(-2i/rot_dim) for i < rot_dim/2.
+enum class RopeStyle { kAdjacentPairs, kHalves };
+void rope(float* x, int64_t n_heads, int64_t head_dim, int64_t pos, float theta, RopeStyle style);
+
+// In-place numerically stable softmax over n values.
+void softmax(float* x, int64_t n);
+
+// out[i] = silu(gate[i]) * up[i]
+void swiglu(const float* gate, const float* up, float* out, int64_t n);
+
+// y[i] += x[i]
+void add_inplace(float* y, const float* x, int64_t n);
+
+// Dot product and y += a * x for fp32 vectors (attention inner loops).
+float dot_f32(const float* a, const float* b, int64_t n);
+void axpy_f32(float a, const float* x, float* y, int64_t n);
+
+}  // namespace qgate

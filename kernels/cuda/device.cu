@@ -1,0 +1,26 @@
+#include "kernels/cuda/device.h"
+
+#include <cuda_runtime.h>
+
+namespace qgate {
+
+bool cuda_built() { return true; }
+
+std::vector<CudaDeviceInfo> cuda_devices() {
+  std::vector<CudaDeviceInfo> out;
+  int count = 0;
+  // No driver or no GPU is a normal condition on CPU machines: report none, do not abort.
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    cudaGetLastError();
+    return out;
+  }
+  for (int i = 0; i < count; ++i) {
+    cudaDeviceProp prop{};
+    if (cudaGetDeviceProperties(&prop, i) != cudaSuccess) continue;
+    out.push_back({i, prop.name, prop.major, prop.minor, prop.totalGlobalMem,
+                   prop.multiProcessorCount});
+  }
+  return out;
+}
+
+}  // namespace qgate
