@@ -30,12 +30,15 @@ enum class PreTokenizer {
 class Tokenizer {
  public:
   static Result<Tokenizer> from_gguf(const GgufFile& gguf);
-  // Parses the text of an HF tokenizer.json (model.type == "BPE", byte-level).
+  // Parses the text of an HF tokenizer.json (model.type == "BPE", byte-level). tokenizer.json
+  // does not name BOS/EOS: they are guessed from conventional special-token names (see the .cpp)
+  // (tokenizer_config.json holds the authoritative ones; this class does not read it).
   static Result<Tokenizer> from_hf_json(std::string_view json_text);
   static Result<Tokenizer> from_hf_json_file(const std::string& path);
 
-  // Encodes text. With parse_special, the text of special (control / user-defined) tokens that
-  // appears in the input maps to those tokens; otherwise it is encoded as ordinary text.
+  // Encodes text. With parse_special, the text of control tokens that appears in the input maps
+  // to those tokens; otherwise it is encoded as ordinary text. User-defined (non-special added)
+  // tokens always match, as in HF tokenizers and llama.cpp.
   std::vector<int32_t> encode(std::string_view text, bool parse_special = true) const;
   // Concatenated bytes of the tokens (byte-level tokens mapped back to raw bytes). Special tokens
   // are included as their text unless skip_special.
