@@ -297,7 +297,9 @@ Result<std::unique_ptr<Tokenizer::Impl>> Tokenizer::Impl::build(Spec spec) {
   }
   impl->merges.reserve(spec.merges.size() * 2);
   for (size_t r = 0; r < spec.merges.size(); ++r) {
-    const auto& [a, b] = spec.merges[r];
+    // Plain references, not structured bindings: C++20 lambdas may not capture bindings (clang).
+    const std::string& a = spec.merges[r].first;
+    const std::string& b = spec.merges[r].second;
     auto name = [&] { return src + ": merge " + std::to_string(r) + " ('" + a + " " + b + "')"; };
     auto ia = impl->ids.find(a), ib = impl->ids.find(b), ic = impl->ids.find(a + b);
     if (ia == impl->ids.end() || ib == impl->ids.end()) {

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets with clang (ASan + UBSan) in build-fuzz/ and runs each for the given
+# number of seconds (default 60) on the seed corpus in tests/fuzz/corpus/.
+# Usage: scripts/fuzz.sh [seconds] [target...]   (targets default to fuzz_gguf fuzz_safetensors)
+# New interesting inputs go to build-fuzz/corpus/<format>/ (the source tree stays untouched);
+# crashes are written to build-fuzz/artifacts/ and make the script exit non-zero.
+set -euo pipefail
+
+seconds="${1:-60}"
+shift || true
+targets=("$@")
+[[ ${#targets[@]} -eq 0 ]] && targets=(fuzz_gguf fuzz_safetensors)
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+build="$root/build-fuzz"
+cc="${CC:-clang-14}"
+cxx="${CXX:-clang++-14}"
+
+cmake -S "$root" -B "$build" -G Ninja -DCMAKE_C_COMPILER="$cc" -DCMAKE_CXX_COMPILER="$cxx" \
+  -DQGATE_BUILD_FUZZ=ON -DQGATE_CUDA=OFF -DQGATE_BUILD_BENCH=OFF -DQGATE_NATIVE=ON >/dev/null
+ninja -C "$build" "${targets[@]}"
+
+mkdir -p "$build/artifacts"
+status=0
+for target in "${targets[@]}"; do
+  format="${target#fuzz_}"
+  mkdir -p "$build/corpus/$format"
+  echo "== $target for ${seconds}s"
+  # The first corpus dir receives new inputs; the seed dir is only read.
+  if ! "$build/tests/$target" -max_total_time="$seconds" -print_final_stats=1 \
+      -artifact_prefix="$build/artifacts/${target}-" \
+      "$build/corpus/$format" "$root/tests/fuzz/corpus/$format"; then
+    echo "!! $target found a crash; see $build/artifacts/" >&2
+    status=1
+  fi
+done
+exit $status
