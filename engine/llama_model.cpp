@@ -1,1 +1,320 @@
-// placeholder: being written
+#include "engine/llama_model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "engine/gguf.h"
+#include "engine/hf_loader.h"
+#include "kernels/cpu/ops.h"
+#include "kernels/cpu/quant.h"
+#include "kernels/cpu/thread_pool.h"
+
+namespace qgate {
+
+namespace {
+
+// Prefill runs in chunks of this many tokens: large enough that each weight block loaded from
+// memory is reused across many tokens, small enough that activations stay in L2.
+constexpr int64_t kPrefillChunk = 128;
+
+void grow(std::vector<float>& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+}
+
+// Scores of one attention head against every cached position; per thread so the parallel loop
+// never allocates once warmed up.
+thread_local std::vector<float> t_scores;
+
+}  // namespace
+
+KvCache::KvCache(const LlamaConfig& config, int64_t capacity_tokens)
+    : capacity_(capacity_tokens),
+      layer_stride_(capacity_tokens * config.kv_dim()),
+      k_(static_cast<size_t>(config.num_layers * capacity_tokens * config.kv_dim())),
+      v_(static_cast<size_t>(config.num_layers * capacity_tokens * config.kv_dim())) {}
+
+void KvCache::truncate(int64_t n) { size_ = std::clamp<int64_t>(n, 0, size_); }
+
+Result<LlamaModel> LlamaModel::from_gguf(std::shared_ptr<const GgufFile> gguf) {
+  LlamaModel m;
+  QGATE_ASSIGN_OR_RETURN(m.config_, llama_config_from_gguf(*gguf));
+  const LlamaConfig& c = m.config_;
+
+  // Looks a tensor up and checks its shape; GGUF lists dims innermost first.
+  auto matrix = [&](const std::string& name, int64_t rows, int64_t cols) -> Result<WeightView> {
+    const GgufTensorInfo* t = gguf->find_tensor(name);
+    if (t == nullptr) return make_error(ErrorCode::kInvalidFormat, "gguf: missing tensor " + name);
+    if (t->dims.size() != 2 || t->dims[0] != cols || t->dims[1] != rows) {
+      return make_error(ErrorCode::kInvalidFormat,
+                        "gguf: tensor " + name + " has the wrong shape (expected [" +
+                            std::to_string(cols) + ", " + std::to_string(rows) + "])");
+    }
+    if (t->type != DType::kF32 && t->type != DType::kF16 && t->type != DType::kBF16 &&
+        t->type != DType::kQ4_0 && t->type != DType::kQ4_1 && t->type != DType::kQ8_0) {
+      return make_error(ErrorCode::kUnsupported, "gguf: tensor " + name + " has type " +
+                                                     dtype_name(t->type) +
+                                                     ", which qgate cannot multiply");
+    }
+    m.weight_bytes_ += t->nbytes;
+    return WeightView{t->type, rows, cols, t->data};
+  };
+  auto vector = [&](const std::string& name, int64_t n) -> Result<const float*> {
+    const GgufTensorInfo* t = gguf->find_tensor(name);
+    if (t == nullptr) return make_error(ErrorCode::kInvalidFormat, "gguf: missing tensor " + name);
+    if (t->dims.size() != 1 || t->dims[0] != n || t->type != DType::kF32) {
+      return make_error(ErrorCode::kInvalidFormat,
+                        "gguf: tensor " + name + " must be F32 of " + std::to_string(n) +
+                            " elements");
+    }
+    m.weight_bytes_ += t->nbytes;
+    return reinterpret_cast<const float*>(t->data);
+  };
+
+  QGATE_ASSIGN_OR_RETURN(m.embedding_, matrix("token_embd.weight", c.vocab_size, c.hidden_size));
+  QGATE_ASSIGN_OR_RETURN(m.output_norm_, vector("output_norm.weight", c.hidden_size));
+  if (c.tie_word_embeddings) {
+    m.lm_head_ = m.embedding_;
+  } else {
+    QGATE_ASSIGN_OR_RETURN(m.lm_head_, matrix("output.weight", c.vocab_size, c.hidden_size));
+  }
+  m.layers_.resize(static_cast<size_t>(c.num_layers));
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    const std::string p = "blk." + std::to_string(i) + ".";
+    LlamaLayer& l = m.layers_[static_cast<size_t>(i)];
+    QGATE_ASSIGN_OR_RETURN(l.attn_norm, vector(p + "attn_norm.weight", c.hidden_size));
+    QGATE_ASSIGN_OR_RETURN(l.ffn_norm, vector(p + "ffn_norm.weight", c.hidden_size));
+    QGATE_ASSIGN_OR_RETURN(l.q.weight, matrix(p + "attn_q.weight", c.q_dim(), c.hidden_size));
+    QGATE_ASSIGN_OR_RETURN(l.k.weight, matrix(p + "attn_k.weight", c.kv_dim(), c.hidden_size));
+    QGATE_ASSIGN_OR_RETURN(l.v.weight, matrix(p + "attn_v.weight", c.kv_dim(), c.hidden_size));
+    QGATE_ASSIGN_OR_RETURN(l.o.weight, matrix(p + "attn_output.weight", c.hidden_size, c.q_dim()));
+    QGATE_ASSIGN_OR_RETURN(l.gate.weight,
+                           matrix(p + "ffn_gate.weight", c.intermediate_size, c.hidden_size));
+    QGATE_ASSIGN_OR_RETURN(l.up.weight,
+                           matrix(p + "ffn_up.weight", c.intermediate_size, c.hidden_size));
+    QGATE_ASSIGN_OR_RETURN(l.down.weight,
+                           matrix(p + "ffn_down.weight", c.hidden_size, c.intermediate_size));
+    if (c.attention_bias) {
+      QGATE_ASSIGN_OR_RETURN(l.q.bias, vector(p + "attn_q.bias", c.q_dim()));
+      QGATE_ASSIGN_OR_RETURN(l.k.bias, vector(p + "attn_k.bias", c.kv_dim()));
+      QGATE_ASSIGN_OR_RETURN(l.v.bias, vector(p + "attn_v.bias", c.kv_dim()));
+    }
+  }
+  m.gguf_ = gguf;
+  return m;
+}
+
+Result<LlamaModel> LlamaModel::from_hf_dir(const std::string& dir) {
+  QGATE_ASSIGN_OR_RETURN(HfCheckpoint ckpt, HfCheckpoint::open(dir));
+  LlamaModel m;
+  m.config_ = ckpt.config();
+  const LlamaConfig& c = m.config_;
+  auto matrix = [&](const std::string& name, int64_t rows, int64_t cols) -> Result<WeightView> {
+    QGATE_ASSIGN_OR_RETURN(WeightView w, ckpt.matrix(name, rows, cols));
+    m.weight_bytes_ += static_cast<uint64_t>(*dtype_row_bytes(w.type, cols) * rows);
+    return w;
+  };
+  auto vector = [&](const std::string& name, int64_t n) -> Result<const float*> {
+    QGATE_ASSIGN_OR_RETURN(std::shared_ptr<std::vector<float>> v, ckpt.vector_f32(name, n));
+    m.owned_.push_back(v);
+    m.weight_bytes_ += static_cast<uint64_t>(n) * 4;
+    return static_cast<const float*>(v->data());
+  };
+  QGATE_ASSIGN_OR_RETURN(m.embedding_,
+                         matrix("model.embed_tokens.weight", c.vocab_size, c.hidden_size));
+  QGATE_ASSIGN_OR_RETURN(m.output_norm_, vector("model.norm.weight", c.hidden_size));
+  if (c.tie_word_embeddings) {
+    m.lm_head_ = m.embedding_;
+  } else {
+    QGATE_ASSIGN_OR_RETURN(m.lm_head_, matrix("lm_head.weight", c.vocab_size, c.hidden_size));
+  }
+  m.layers_.resize(static_cast<size_t>(c.num_layers));
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    LlamaLayer& l = m.layers_[static_cast<size_t>(i)];
+    QGATE_ASSIGN_OR_RETURN(l.attn_norm, vector(p + "input_layernorm.weight", c.hidden_size));
+    QGATE_ASSIGN_OR_RETURN(l.ffn_norm,
+                           vector(p + "post_attention_layernorm.weight", c.hidden_size));
+    QGATE_ASSIGN_OR_RETURN(l.q.weight,
+                           matrix(p + "self_attn.q_proj.weight", c.q_dim(), c.hidden_size));
+    QGATE_ASSIGN_OR_RETURN(l.k.weight,
+                           matrix(p + "self_attn.k_proj.weight", c.kv_dim(), c.hidden_size));
+    QGATE_ASSIGN_OR_RETURN(l.v.weight,
+                           matrix(p + "self_attn.v_proj.weight", c.kv_dim(), c.hidden_size));
+    QGATE_ASSIGN_OR_RETURN(l.o.weight,
+                           matrix(p + "self_attn.o_proj.weight", c.hidden_size, c.q_dim()));
+    QGATE_ASSIGN_OR_RETURN(l.gate.weight,
+                           matrix(p + "mlp.gate_proj.weight", c.intermediate_size, c.hidden_size));
+    QGATE_ASSIGN_OR_RETURN(l.up.weight,
+                           matrix(p + "mlp.up_proj.weight", c.intermediate_size, c.hidden_size));
+    QGATE_ASSIGN_OR_RETURN(l.down.weight,
+                           matrix(p + "mlp.down_proj.weight", c.hidden_size, c.intermediate_size));
+    if (c.attention_bias) {
+      QGATE_ASSIGN_OR_RETURN(l.q.bias, vector(p + "self_attn.q_proj.bias", c.q_dim()));
+      QGATE_ASSIGN_OR_RETURN(l.k.bias, vector(p + "self_attn.k_proj.bias", c.kv_dim()));
+      QGATE_ASSIGN_OR_RETURN(l.v.bias, vector(p + "self_attn.v_proj.bias", c.kv_dim()));
+    }
+  }
+  m.keep_alive_.push_back(ckpt.keep_alive());
+  return m;
+}
+
+std::string LlamaModel::describe() const {
+  std::string s = config_.architecture + ", " + std::to_string(config_.num_layers) +
+                  " layers, hidden " + std::to_string(config_.hidden_size) + ", " +
+                  std::to_string(config_.num_heads) + "/" + std::to_string(config_.num_kv_heads) +
+                  " heads, weights " + dtype_name(layers_.front().q.weight.type) + ", embedding " +
+                  dtype_name(embedding_.type);
+  return s;
+}
+
+void LlamaModel::embed(int32_t token, float* out) const {
+  const int64_t row_bytes = *dtype_row_bytes(embedding_.type, embedding_.cols);
+  const auto* row = static_cast<const uint8_t*>(embedding_.data) + token * row_bytes;
+  dequantize_row(embedding_.type, row, out, embedding_.cols);
+}
+
+Status LlamaModel::forward(std::span<const int32_t> tokens, KvCache& cache,
+                           ForwardScratch& scratch, ThreadPool& pool, LogitsMode mode,
+                           std::span<float> logits) const {
+  const auto n = static_cast<int64_t>(tokens.size());
+  if (n == 0) return make_error(ErrorCode::kInvalidArgument, "forward: no tokens");
+  if (cache.size() + n > cache.capacity()) {
+    return make_error(ErrorCode::kOutOfRange,
+                      "forward: " + std::to_string(cache.size() + n) +
+                          " tokens exceed the KV cache capacity of " +
+                          std::to_string(cache.capacity()));
+  }
+  const int64_t need = (mode == LogitsMode::kAll ? n : 1) * config_.vocab_size;
+  if (static_cast<int64_t>(logits.size()) < need) {
+    return make_error(ErrorCode::kInvalidArgument, "forward: logits buffer too small");
+  }
+  for (int32_t t : tokens) {
+    if (t < 0 || t >= config_.vocab_size) {
+      return make_error(ErrorCode::kInvalidArgument,
+                        "forward: token id " + std::to_string(t) + " is outside the vocabulary");
+    }
+  }
+  for (int64_t off = 0; off < n; off += kPrefillChunk) {
+    const int64_t len = std::min(kPrefillChunk, n - off);
+    const bool last = off + len == n;
+    std::span<float> out;
+    if (mode == LogitsMode::kAll) {
+      out = logits.subspan(static_cast<size_t>(off * config_.vocab_size),
+                           static_cast<size_t>(len * config_.vocab_size));
+    } else if (last) {
+      out = logits.first(static_cast<size_t>(config_.vocab_size));
+    }
+    QGATE_TRY_STATUS(forward_chunk(tokens.subspan(static_cast<size_t>(off),
+                                                  static_cast<size_t>(len)),
+                                   cache, scratch, pool, mode, out));
+  }
+  return Status::Ok();
+}
+
+Status LlamaModel::forward_chunk(std::span<const int32_t> tokens, KvCache& cache,
+                                 ForwardScratch& s, ThreadPool& pool, LogitsMode mode,
+                                 std::span<float> logits) const {
+  const LlamaConfig& c = config_;
+  const auto n = static_cast<int64_t>(tokens.size());
+  const int64_t d = c.hidden_size;
+  const int64_t pos0 = cache.size();
+  grow(s.x, static_cast<size_t>(n * d));
+  grow(s.xb, static_cast<size_t>(n * std::max(d, c.q_dim())));
+  grow(s.q, static_cast<size_t>(n * c.q_dim()));
+  grow(s.k, static_cast<size_t>(n * c.kv_dim()));
+  grow(s.v, static_cast<size_t>(n * c.kv_dim()));
+  grow(s.att, static_cast<size_t>(n * c.q_dim()));
+  grow(s.gate, static_cast<size_t>(n * c.intermediate_size));
+  grow(s.up, static_cast<size_t>(n * c.intermediate_size));
+
+  for (int64_t t = 0; t < n; ++t) embed(tokens[static_cast<size_t>(t)], s.x.data() + t * d);
+
+  auto linear = [&](const LinearLayer& l, const float* in, float* out) -> Status {
+    if (s.reference_matmul) {
+      matmul_ref(l.weight, in, n, out);
+    } else {
+      QGATE_TRY_STATUS(matmul(l.weight, in, n, out, pool, s.mm));
+    }
+    if (l.bias != nullptr) {
+      for (int64_t t = 0; t < n; ++t) add_inplace(out + t * l.weight.rows, l.bias, l.weight.rows);
+    }
+    return Status::Ok();
+  };
+
+  for (int64_t li = 0; li < c.num_layers; ++li) {
+    const LlamaLayer& l = layers_[static_cast<size_t>(li)];
+    for (int64_t t = 0; t < n; ++t) {
+      rms_norm(s.x.data() + t * d, l.attn_norm, s.xb.data() + t * d, d, c.rms_norm_eps);
+    }
+    QGATE_TRY_STATUS(linear(l.q, s.xb.data(), s.q.data()));
+    QGATE_TRY_STATUS(linear(l.k, s.xb.data(), s.k.data()));
+    QGATE_TRY_STATUS(linear(l.v, s.xb.data(), s.v.data()));
+    float* kc = cache.keys(li) + pos0 * c.kv_dim();
+    float* vc = cache.values(li) + pos0 * c.kv_dim();
+    for (int64_t t = 0; t < n; ++t) {
+      rope(s.q.data() + t * c.q_dim(), c.num_heads, c.head_dim, pos0 + t, c.rope_theta,
+           c.rope_style);
+      rope(s.k.data() + t * c.kv_dim(), c.num_kv_heads, c.head_dim, pos0 + t, c.rope_theta,
+           c.rope_style);
+    }
+    std::memcpy(kc, s.k.data(), static_cast<size_t>(n * c.kv_dim()) * sizeof(float));
+    std::memcpy(vc, s.v.data(), static_cast<size_t>(n * c.kv_dim()) * sizeof(float));
+    attention(li, n, pos0, cache, s, pool);
+    QGATE_TRY_STATUS(linear(l.o, s.att.data(), s.xb.data()));
+    for (int64_t t = 0; t < n; ++t) add_inplace(s.x.data() + t * d, s.xb.data() + t * d, d);
+
+    for (int64_t t = 0; t < n; ++t) {
+      rms_norm(s.x.data() + t * d, l.ffn_norm, s.xb.data() + t * d, d, c.rms_norm_eps);
+    }
+    QGATE_TRY_STATUS(linear(l.gate, s.xb.data(), s.gate.data()));
+    QGATE_TRY_STATUS(linear(l.up, s.xb.data(), s.up.data()));
+    swiglu(s.gate.data(), s.up.data(), s.gate.data(), n * c.intermediate_size);
+    QGATE_TRY_STATUS(linear(l.down, s.gate.data(), s.xb.data()));
+    for (int64_t t = 0; t < n; ++t) add_inplace(s.x.data() + t * d, s.xb.data() + t * d, d);
+  }
+  cache.advance(n);
+
+  if (logits.empty()) return Status::Ok();  // a prefill chunk before the last one
+  const int64_t first = mode == LogitsMode::kAll ? 0 : n - 1;
+  const int64_t rows = n - first;
+  for (int64_t t = first; t < n; ++t) {
+    rms_norm(s.x.data() + t * d, output_norm_, s.xb.data() + (t - first) * d, d, c.rms_norm_eps);
+  }
+  if (s.reference_matmul) {
+    matmul_ref(lm_head_, s.xb.data(), rows, logits.data());
+    return Status::Ok();
+  }
+  return matmul(lm_head_, s.xb.data(), rows, logits.data(), pool, s.mm);
+}
+
+void LlamaModel::attention(int64_t layer, int64_t n, int64_t pos0, KvCache& cache,
+                           ForwardScratch& s, ThreadPool& pool) const {
+  const LlamaConfig& c = config_;
+  const int64_t hd = c.head_dim;
+  const int64_t group = c.num_heads / c.num_kv_heads;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const float* keys = cache.keys(layer);
+  const float* values = cache.values(layer);
+  // One work item per (token, head): decode has num_heads items, prefill n * num_heads.
+  pool.parallel_for(n * c.num_heads, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t t = item / c.num_heads;
+      const int64_t h = item % c.num_heads;
+      const int64_t kvh = h / group;
+      const int64_t len = pos0 + t + 1;  // causal: positions 0 .. pos0 + t
+      const float* q = s.q.data() + t * c.q_dim() + h * hd;
+      if (t_scores.size() < static_cast<size_t>(len)) t_scores.resize(static_cast<size_t>(len));
+      float* sc = t_scores.data();
+      for (int64_t j = 0; j < len; ++j) {
+        sc[j] = dot_f32(q, keys + j * c.kv_dim() + kvh * hd, hd) * scale;
+      }
+      softmax(sc, len);
+      float* out = s.att.data() + t * c.q_dim() + h * hd;
+      std::fill(out, out + hd, 0.0f);
+      for (int64_t j = 0; j < len; ++j) axpy_f32(sc[j], values + j * c.kv_dim() + kvh * hd, out, hd);
+    }
+  });
+}
+
+}  // namespace qgate

@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""Batch-1 prefill and decode tokens/s: qgate vs llama.cpp on the same GGUF, in the same run.
+
+llama.cpp comes from the PyPI package llama-cpp-python, which builds it from source on this
+machine (GGML_NATIVE, so it gets the same -march=native treatment as qgate). Both engines get the
+same prompt token ids, the same thread count, greedy decoding, and are measured alternately, so
+machine noise hits both. Timing for llama.cpp uses its own perf counters (no Python overhead in
+the figures).
+
+  python3 bench/compare_llamacpp.py --qgate-bench build/bench/qgate_engine_bench \
+      --model models/SmolLM2-135M-Instruct.Q4_1.gguf --threads 2 --rounds 3
+"""
+import argparse
+import json
+import statistics
+import subprocess
+import time
+
+
+def prompt_ids(n):
+    return [1000 + (i * 7) % 30000 for i in range(n)]
+
+
+def bench_llamacpp(model, threads, n_prompt, n_gen):
+    import llama_cpp
+    from llama_cpp import Llama
+    llm = Llama(model_path=model, n_threads=threads, n_threads_batch=threads, n_ctx=n_prompt + n_gen + 8,
+                n_batch=512, verbose=False, logits_all=False)
+    ids = prompt_ids(n_prompt)
+    llm.reset()
+    llm.eval(ids[:8])  # warm-up
+    llm.reset()
+    t0 = time.perf_counter()
+    llm.eval(ids)
+    prefill_s = time.perf_counter() - t0
+    tok = int(llm.scores[llm.n_tokens - 1].argmax())
+    t0 = time.perf_counter()
+    for _ in range(n_gen):
+        llm.eval([tok])
+        tok = int(llm.scores[llm.n_tokens - 1].argmax())
+    decode_s = time.perf_counter() - t0
+    del llm
+    return n_prompt / prefill_s, n_gen / decode_s
+
+
+def bench_qgate(binary, model, threads, n_prompt, n_gen):
+    out = subprocess.run([binary, "--model", model, "--threads", str(threads), "--prompt-tokens",
+                          str(n_prompt), "--gen-tokens", str(n_gen), "--repeats", "1"],
+                         check=True, capture_output=True, text=True).stdout
+    summary = [json.loads(l) for l in out.splitlines() if '"summary"' in l][0]
+    return summary["prefill_tps"], summary["decode_tps"]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--qgate-bench", required=True)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--prompt-tokens", type=int, default=128)
+    ap.add_argument("--gen-tokens", type=int, default=128)
+    ap.add_argument("--rounds", type=int, default=3)
+    a = ap.parse_args()
+    rows = {"qgate": [], "llama.cpp": []}
+    for r in range(a.rounds):
+        rows["qgate"].append(bench_qgate(a.qgate_bench, a.model, a.threads, a.prompt_tokens, a.gen_tokens))
+        rows["llama.cpp"].append(bench_llamacpp(a.model, a.threads, a.prompt_tokens, a.gen_tokens))
+        print(f"round {r}: qgate {rows['qgate'][-1]}, llama.cpp {rows['llama.cpp'][-1]}", flush=True)
+    med = {k: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v)) for k, v in rows.items()}
+    print(f"\n| engine | prefill tokens/s ({a.prompt_tokens}-token prompt) | decode tokens/s |")
+    print("|---|---|---|")
+    for k, (p, d) in med.items():
+        print(f"| {k} | {p:.1f} | {d:.1f} |")
+    print(f"| ratio qgate / llama.cpp | {med['qgate'][0] / med['llama.cpp'][0]:.2f}x | "
+          f"{med['qgate'][1] / med['llama.cpp'][1]:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+// The Llama-family decoder forward pass on the CPU: embeddings, RMSNorm, RoPE, grouped-query
+// attention over a KV cache, SwiGLU MLP, (tied or separate) LM head; Qwen2 q/k/v biases.
+//
+// Lifetime and threading: a LlamaModel is immutable after loading and may be shared by any number
+// of sequences; its weights are views into the memory-mapped model file(s), which the model keeps
+// alive. All per-sequence state lives in KvCache and ForwardScratch, which belong to one caller at
+// a time. forward() uses the given ThreadPool for data parallelism inside each operation.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "engine/model_config.h"
+#include "kernels/cpu/matmul.h"
+#include "kernels/status.h"
+
+namespace qgate {
+
+class GgufFile;
+class SafetensorsFile;
+class ThreadPool;
+
+// Keys and values of one sequence, fp32, contiguous per layer: [position][kv_dim].
+class KvCache {
+ public:
+  KvCache(const LlamaConfig& config, int64_t capacity_tokens);
+  int64_t size() const { return size_; }
+  int64_t capacity() const { return capacity_; }
+  void clear() { size_ = 0; }
+  // Forgets positions >= n (e.g. to reuse a shared prompt prefix).
+  void truncate(int64_t n);
+  float* keys(int64_t layer) { return k_.data() + layer * layer_stride_; }
+  float* values(int64_t layer) { return v_.data() + layer * layer_stride_; }
+  void advance(int64_t n) { size_ += n; }
+
+ private:
+  int64_t capacity_ = 0;
+  int64_t size_ = 0;
+  int64_t layer_stride_ = 0;
+  std::vector<float> k_;
+  std::vector<float> v_;
+};
+
+// Activation buffers, grown on first use and reused so steady-state decoding never allocates.
+struct ForwardScratch {
+  std::vector<float> x, xb, q, k, v, att, gate, up;
+  MatmulScratch mm;
+  // Verification mode: multiply dequantized weights by fp32 activations in double precision
+  // (matmul_ref) instead of quantizing activations to 8 bits. Single-threaded and slow; it lets
+  // tests separate the forward pass's logic from the int8 kernels' rounding.
+  bool reference_matmul = false;
+};
+
+struct LinearLayer {
+  WeightView weight;
+  const float* bias = nullptr;  // [rows] or null
+};
+
+struct LlamaLayer {
+  const float* attn_norm = nullptr;
+  const float* ffn_norm = nullptr;
+  LinearLayer q, k, v, o, gate, up, down;
+};
+
+enum class LogitsMode { kLast, kAll };
+
+class LlamaModel {
+ public:
+  static Result<LlamaModel> from_gguf(std::shared_ptr<const GgufFile> gguf);
+  // An HF-style directory: config.json + model.safetensors with F32/F16/BF16 weights.
+  static Result<LlamaModel> from_hf_dir(const std::string& dir);
+
+  const LlamaConfig& config() const { return config_; }
+  // Bytes of weights the forward pass reads (matrices, norms, embedding).
+  uint64_t weight_bytes() const { return weight_bytes_; }
+  std::string describe() const;  // "llama 30 layers, hidden 576, Q4_1/Q8_0 weights"
+
+  // Runs `tokens` at positions [cache.size(), cache.size() + n), appends their keys/values to the
+  // cache and writes logits: for the last token ([vocab]) or every token ([n][vocab]).
+  // OutOfRange when the cache cannot hold the tokens; InvalidArgument for a token id outside the
+  // vocabulary.
+  Status forward(std::span<const int32_t> tokens, KvCache& cache, ForwardScratch& scratch,
+                 ThreadPool& pool, LogitsMode mode, std::span<float> logits) const;
+
+ private:
+  Status forward_chunk(std::span<const int32_t> tokens, KvCache& cache, ForwardScratch& scratch,
+                       ThreadPool& pool, LogitsMode mode, std::span<float> logits) const;
+  void embed(int32_t token, float* out) const;
+  void attention(int64_t layer, int64_t n, int64_t pos0, KvCache& cache, ForwardScratch& s,
+                 ThreadPool& pool) const;
+
+  LlamaConfig config_;
+  WeightView embedding_;
+  WeightView lm_head_;
+  const float* output_norm_ = nullptr;
+  std::vector<LlamaLayer> layers_;
+  uint64_t weight_bytes_ = 0;
+  // Keep the mapped files and any converted tensors alive for the views above.
+  std::shared_ptr<const void> gguf_;
+  std::vector<std::shared_ptr<const void>> keep_alive_;
+  std::vector<std::shared_ptr<std::vector<float>>> owned_;
+};
+
+}  // namespace qgate

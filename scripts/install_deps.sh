@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs what building and testing qgate needs: Debian packages (the chosen stack) and a Python
+# virtual environment with the independent reference implementations the tests compare against.
+# Idempotent: only missing packages are installed.
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+DEBIAN_PACKAGES=(
+  build-essential cmake ninja-build pkg-config git unzip ca-certificates
+  python3 python3-venv python3-pip
+  libboost1.81-dev        # Beast/Asio HTTP server, Boost.JSON writer
+  libsimdjson-dev         # JSON parsing
+  prometheus-cpp-dev      # metrics
+  libyaml-cpp-dev         # configuration
+  libcli11-dev            # command line
+  libspdlog-dev libfmt-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  clang-14 libclang-rt-14-dev   # libFuzzer targets
+)
+
+missing=()
+for p in "${DEBIAN_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  log "installing Debian packages: ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  log "Debian packages already installed"
+fi
+
+# Python tools for the tests: the `gguf` reader and HF `tokenizers` are the independent
+# references; numpy runs the reference forward pass.
+PY_PACKAGES=(numpy==2.* gguf==0.19.0 tokenizers==0.23.* pytest==8.*)
+if [ ! -x "$QGATE_VENV/bin/python" ]; then
+  log "creating Python environment $QGATE_VENV"
+  python3 -m venv "$QGATE_VENV"
+fi
+if ! "$QGATE_VENV/bin/python" -c "import numpy, gguf, tokenizers, pytest" 2>/dev/null; then
+  log "installing Python packages: ${PY_PACKAGES[*]}"
+  "$QGATE_VENV/bin/pip" install -q --disable-pip-version-check "${PY_PACKAGES[@]}"
+fi

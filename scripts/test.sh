@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# README command 2: install everything, fetch the model, build (Release and ASan/UBSan) and run
+# the whole test suite: GoogleTest suites under both builds, then the Python end-to-end checks
+# against independent implementations.
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+"$QGATE_ROOT/scripts/install_deps.sh"
+"$QGATE_ROOT/scripts/fetch_model.sh"
+"$QGATE_ROOT/scripts/build.sh"
+
+# The sanitizer build skips CUDA and benchmarks: it exists to run the host code under ASan/UBSan.
+ASAN_DIR="${QGATE_ASAN_BUILD_DIR:-$QGATE_ROOT/build-asan}"
+QGATE_BUILD_DIR="$ASAN_DIR" "$QGATE_ROOT/scripts/build.sh" \
+  -DQGATE_SANITIZE=ON -DQGATE_CUDA=OFF -DQGATE_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo
+
+status=0
+log "unit tests (Release)"
+ctest --test-dir "$QGATE_BUILD_DIR" --output-on-failure -j "$JOBS" || status=1
+log "unit tests (ASan/UBSan)"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ctest --test-dir "$ASAN_DIR" --output-on-failure -j "$JOBS" || status=1
+log "Python checks against independent references"
+QGATE_BUILD_DIR="$QGATE_BUILD_DIR" "$QGATE_VENV/bin/python" -m pytest -q "$QGATE_ROOT/tests/python" || status=1
+exit $status
