@@ -5,6 +5,7 @@
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 "$QGATE_ROOT/scripts/install_deps.sh"
 "$QGATE_ROOT/scripts/fetch_model.sh"
+"$QGATE_ROOT/scripts/fetch_corpus.sh"
 "$QGATE_ROOT/scripts/build.sh"
 
 # The sanitizer build skips CUDA and benchmarks: it exists to run the host code under ASan/UBSan.
