@@ -34,6 +34,22 @@ Result<HfCheckpoint> HfCheckpoint::open(const std::string& dir) {
   ck.dir_ = dir;
   QGATE_ASSIGN_OR_RETURN(std::string config_text, read_text_file(dir + "/config.json"));
   QGATE_ASSIGN_OR_RETURN(ck.config_, llama_config_from_hf_json(config_text));
+  if (auto q = parse_quant_config(config_text); q.ok()) {
+    ck.quant_config_ = q.value();
+  } else if (q.error().code() != ErrorCode::kNotFound) {
+    return make_error(q.error().code(), dir + "/config.json: " + q.error().message());
+  } else {
+    for (const char* name : {"/quantize_config.json", "/quant_config.json"}) {
+      auto text = read_text_file(dir + name);
+      if (!text.ok()) continue;
+      auto parsed = parse_quantize_config_file(text.value());
+      if (!parsed.ok()) {
+        return make_error(parsed.error().code(), dir + name + ": " + parsed.error().message());
+      }
+      ck.quant_config_ = parsed.value();
+      break;
+    }
+  }
 
   std::vector<std::string> shards;
   const std::string index_path = dir + "/model.safetensors.index.json";
@@ -82,6 +98,40 @@ Result<HfCheckpoint> HfCheckpoint::open(const std::string& dir) {
 const SafetensorsTensor* HfCheckpoint::find(const std::string& name) const {
   auto it = index_.find(name);
   return it == index_.end() ? nullptr : it->second;
+}
+
+Result<QuantizedLinear> HfCheckpoint::quantized(const std::string& prefix) const {
+  if (!quant_config_) {
+    return make_error(ErrorCode::kInvalidArgument, dir_ + ": not a quantized checkpoint");
+  }
+  auto view = [&](const char* suffix, bool required) -> Result<QuantTensorView> {
+    const SafetensorsTensor* t = find(prefix + suffix);
+    if (t == nullptr) {
+      if (!required) return QuantTensorView{};
+      return make_error(ErrorCode::kInvalidFormat, dir_ + ": missing tensor " + prefix + suffix);
+    }
+    return quant_tensor_view(*t);
+  };
+  Result<QuantizedLinear> layer = make_error(ErrorCode::kInternal, "unreachable");
+  if (quant_config_->method == QuantMethod::kGptq) {
+    GptqTensorViews v;
+    QGATE_ASSIGN_OR_RETURN(v.qweight, view(".qweight", true));
+    QGATE_ASSIGN_OR_RETURN(v.qzeros, view(".qzeros", true));
+    QGATE_ASSIGN_OR_RETURN(v.scales, view(".scales", true));
+    QGATE_ASSIGN_OR_RETURN(v.g_idx, view(".g_idx", false));
+    layer = unpack_gptq(v, quant_config_->bits, quant_config_->group_size,
+                        quant_config_->checkpoint_format);
+  } else {
+    AwqTensorViews v;
+    QGATE_ASSIGN_OR_RETURN(v.qweight, view(".qweight", true));
+    QGATE_ASSIGN_OR_RETURN(v.qzeros, view(".qzeros", true));
+    QGATE_ASSIGN_OR_RETURN(v.scales, view(".scales", true));
+    layer = unpack_awq(v, quant_config_->group_size);
+  }
+  if (!layer.ok()) {
+    return make_error(layer.error().code(), dir_ + ": " + prefix + ": " + layer.error().message());
+  }
+  return layer;
 }
 
 Result<WeightView> HfCheckpoint::matrix(const std::string& name, int64_t rows,

@@ -3,11 +3,13 @@
 #pragma once
 
 #include <map>
+#include <optional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "engine/model_config.h"
+#include "engine/quant_formats.h"
 #include "engine/safetensors.h"
 #include "kernels/cpu/matmul.h"
 #include "kernels/status.h"
@@ -27,12 +29,18 @@ class HfCheckpoint {
   Result<WeightView> matrix(const std::string& name, int64_t rows, int64_t cols) const;
   // A 1-D tensor of n elements converted to fp32.
   Result<std::shared_ptr<std::vector<float>>> vector_f32(const std::string& name, int64_t n) const;
+  // The GPTQ/AWQ settings of a quantized checkpoint (config.json's quantization_config, else
+  // quantize_config.json / quant_config.json); nullopt for a float checkpoint.
+  const std::optional<QuantConfig>& quant_config() const { return quant_config_; }
+  // The int4/int8 layer stored under prefix.{qweight,qzeros,scales[,g_idx]}, unpacked.
+  Result<QuantizedLinear> quantized(const std::string& prefix) const;
   // Holds the mapped files for views handed out.
   std::shared_ptr<const void> keep_alive() const { return files_; }
 
  private:
   std::string dir_;
   LlamaConfig config_;
+  std::optional<QuantConfig> quant_config_;
   std::shared_ptr<std::vector<SafetensorsFile>> files_;
   std::map<std::string, const SafetensorsTensor*> index_;
 };

@@ -6,6 +6,7 @@
 
 #include "engine/gguf.h"
 #include "engine/hf_loader.h"
+#include "engine/quant_repack.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/quant.h"
 #include "kernels/cpu/thread_pool.h"
@@ -114,6 +115,33 @@ Result<LlamaModel> LlamaModel::from_hf_dir(const std::string& dir) {
     m.weight_bytes_ += static_cast<uint64_t>(*dtype_row_bytes(w.type, cols) * rows);
     return w;
   };
+  // A projection: an int4 GPTQ/AWQ layer (prefix.qweight, repacked to Q4_1) or a float matrix
+  // (prefix.weight; also quantized checkpoints' modules_to_not_convert).
+  auto linear = [&](const std::string& prefix, int64_t rows, int64_t cols) -> Result<LinearLayer> {
+    LinearLayer l;
+    if (ckpt.quant_config().has_value() && ckpt.find(prefix + ".qweight") != nullptr) {
+      QGATE_ASSIGN_OR_RETURN(QuantizedLinear q, ckpt.quantized(prefix));
+      if (q.out_features != rows || q.in_features != cols) {
+        return make_error(ErrorCode::kInvalidFormat,
+                          ckpt.dir() + ": " + prefix + " is [" + std::to_string(q.out_features) +
+                              ", " + std::to_string(q.in_features) + "], expected [" +
+                              std::to_string(rows) + ", " + std::to_string(cols) + "]");
+      }
+      auto repacked = repack_to_q4_1(q);
+      if (!repacked.ok()) {
+        return make_error(repacked.error().code(), ckpt.dir() + ": " + prefix + ": " +
+                                                        repacked.error().message());
+      }
+      auto held = std::make_shared<RepackedLinear>(std::move(repacked).value());
+      l.weight = WeightView{DType::kQ4_1, rows, cols, held->q4_1.data()};
+      if (!held->input_perm.empty()) l.input_perm = held->input_perm.data();
+      m.weight_bytes_ += held->q4_1.size();
+      m.owned_repacked_.push_back(held);
+    } else {
+      QGATE_ASSIGN_OR_RETURN(l.weight, matrix(prefix + ".weight", rows, cols));
+    }
+    return l;
+  };
   auto vector = [&](const std::string& name, int64_t n) -> Result<const float*> {
     QGATE_ASSIGN_OR_RETURN(std::shared_ptr<std::vector<float>> v, ckpt.vector_f32(name, n));
     m.owned_.push_back(v);
@@ -135,20 +163,13 @@ Result<LlamaModel> LlamaModel::from_hf_dir(const std::string& dir) {
     QGATE_ASSIGN_OR_RETURN(l.attn_norm, vector(p + "input_layernorm.weight", c.hidden_size));
     QGATE_ASSIGN_OR_RETURN(l.ffn_norm,
                            vector(p + "post_attention_layernorm.weight", c.hidden_size));
-    QGATE_ASSIGN_OR_RETURN(l.q.weight,
-                           matrix(p + "self_attn.q_proj.weight", c.q_dim(), c.hidden_size));
-    QGATE_ASSIGN_OR_RETURN(l.k.weight,
-                           matrix(p + "self_attn.k_proj.weight", c.kv_dim(), c.hidden_size));
-    QGATE_ASSIGN_OR_RETURN(l.v.weight,
-                           matrix(p + "self_attn.v_proj.weight", c.kv_dim(), c.hidden_size));
-    QGATE_ASSIGN_OR_RETURN(l.o.weight,
-                           matrix(p + "self_attn.o_proj.weight", c.hidden_size, c.q_dim()));
-    QGATE_ASSIGN_OR_RETURN(l.gate.weight,
-                           matrix(p + "mlp.gate_proj.weight", c.intermediate_size, c.hidden_size));
-    QGATE_ASSIGN_OR_RETURN(l.up.weight,
-                           matrix(p + "mlp.up_proj.weight", c.intermediate_size, c.hidden_size));
-    QGATE_ASSIGN_OR_RETURN(l.down.weight,
-                           matrix(p + "mlp.down_proj.weight", c.hidden_size, c.intermediate_size));
+    QGATE_ASSIGN_OR_RETURN(l.q, linear(p + "self_attn.q_proj", c.q_dim(), c.hidden_size));
+    QGATE_ASSIGN_OR_RETURN(l.k, linear(p + "self_attn.k_proj", c.kv_dim(), c.hidden_size));
+    QGATE_ASSIGN_OR_RETURN(l.v, linear(p + "self_attn.v_proj", c.kv_dim(), c.hidden_size));
+    QGATE_ASSIGN_OR_RETURN(l.o, linear(p + "self_attn.o_proj", c.hidden_size, c.q_dim()));
+    QGATE_ASSIGN_OR_RETURN(l.gate, linear(p + "mlp.gate_proj", c.intermediate_size, c.hidden_size));
+    QGATE_ASSIGN_OR_RETURN(l.up, linear(p + "mlp.up_proj", c.intermediate_size, c.hidden_size));
+    QGATE_ASSIGN_OR_RETURN(l.down, linear(p + "mlp.down_proj", c.hidden_size, c.intermediate_size));
     if (c.attention_bias) {
       QGATE_ASSIGN_OR_RETURN(l.q.bias, vector(p + "self_attn.q_proj.bias", c.q_dim()));
       QGATE_ASSIGN_OR_RETURN(l.k.bias, vector(p + "self_attn.k_proj.bias", c.kv_dim()));
@@ -231,6 +252,16 @@ Status LlamaModel::forward_chunk(std::span<const int32_t> tokens, KvCache& cache
   for (int64_t t = 0; t < n; ++t) embed(tokens[static_cast<size_t>(t)], s.x.data() + t * d);
 
   auto linear = [&](const LinearLayer& l, const float* in, float* out) -> Status {
+    if (l.input_perm != nullptr) {
+      const int64_t cols = l.weight.cols;
+      grow(s.permuted, static_cast<size_t>(n * cols));
+      for (int64_t t = 0; t < n; ++t) {
+        const float* src = in + t * cols;
+        float* dst = s.permuted.data() + t * cols;
+        for (int64_t i = 0; i < cols; ++i) dst[i] = src[l.input_perm[i]];
+      }
+      in = s.permuted.data();
+    }
     if (s.reference_matmul) {
       matmul_ref(l.weight, in, n, out);
     } else {

@@ -46,7 +46,7 @@ class KvCache {
 
 // Activation buffers, grown on first use and reused so steady-state decoding never allocates.
 struct ForwardScratch {
-  std::vector<float> x, xb, q, k, v, att, gate, up;
+  std::vector<float> x, xb, q, k, v, att, gate, up, permuted;
   MatmulScratch mm;
   // Verification mode: multiply dequantized weights by fp32 activations in double precision
   // (matmul_ref) instead of quantizing activations to 8 bits. Single-threaded and slow; it lets
@@ -56,7 +56,8 @@ struct ForwardScratch {
 
 struct LinearLayer {
   WeightView weight;
-  const float* bias = nullptr;  // [rows] or null
+  const float* bias = nullptr;        // [rows] or null
+  const int32_t* input_perm = nullptr;  // act-order checkpoints: x'[i] = x[input_perm[i]]
 };
 
 struct LlamaLayer {
@@ -102,6 +103,7 @@ class LlamaModel {
   std::shared_ptr<const void> gguf_;
   std::vector<std::shared_ptr<const void>> keep_alive_;
   std::vector<std::shared_ptr<std::vector<float>>> owned_;
+  std::vector<std::shared_ptr<const void>> owned_repacked_;  // int4 layers repacked at load
 };
 
 }  // namespace qgate
