@@ -44,22 +44,6 @@ std::string shape_str(const std::vector<int64_t>& s) {
   return out + "]";
 }
 
-int64_t element_size(SafetensorsDType t) {
-  switch (t) {
-    case SafetensorsDType::kF32:
-    case SafetensorsDType::kI32:
-      return 4;
-    case SafetensorsDType::kF16:
-    case SafetensorsDType::kBF16:
-      return 2;
-    case SafetensorsDType::kI8:
-    case SafetensorsDType::kU8:
-      return 1;
-    case SafetensorsDType::kI64:
-      return 8;
-  }
-  return 0;
-}
 
 // The v1 offset: 1 in every packed field of a word.
 uint32_t v1_offset(int bits) { return bits == 4 ? 0x11111111u : 0x01010101u; }
@@ -82,7 +66,7 @@ Status check_view(std::string_view who, const char* name, const QuantTensorView&
                     shape_str(expected));
   }
   // Checked: shapes from a hostile header may multiply past int64 before any byte is read.
-  int64_t n = element_size(v.dtype);
+  int64_t n = static_cast<int64_t>(safetensors_dtype_size(v.dtype));
   for (int64_t d : expected) {
     if (d < 0 || __builtin_mul_overflow(n, d, &n)) {
       return fail(ErrorCode::kInvalidFormat, who,

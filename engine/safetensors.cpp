@@ -149,6 +149,13 @@ Result<Span> parse_tensor(simdjson::dom::element el, SafetensorsTensor& t, uint6
 
 }  // namespace
 
+uint64_t safetensors_dtype_size(SafetensorsDType t) {
+  for (const auto& d : kDTypes) {
+    if (d.dtype == t) return d.size;
+  }
+  return 0;
+}
+
 const char* safetensors_dtype_name(SafetensorsDType t) {
   for (const auto& d : kDTypes) {
     if (d.dtype == t) return d.name.data();  // the literals are NUL-terminated

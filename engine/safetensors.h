@@ -18,6 +18,8 @@ namespace qgate {
 
 enum class SafetensorsDType { kF32, kF16, kBF16, kI32, kI8, kU8, kI64 };
 const char* safetensors_dtype_name(SafetensorsDType t);
+// Bytes per element.
+uint64_t safetensors_dtype_size(SafetensorsDType t);
 
 struct SafetensorsTensor {
   std::string name;

@@ -18,22 +18,6 @@ static_assert(std::endian::native == std::endian::little, "safetensors data is l
 
 namespace {
 
-uint64_t element_size(SafetensorsDType t) {
-  switch (t) {
-    case SafetensorsDType::kF32:
-    case SafetensorsDType::kI32:
-      return 4;
-    case SafetensorsDType::kF16:
-    case SafetensorsDType::kBF16:
-      return 2;
-    case SafetensorsDType::kI8:
-    case SafetensorsDType::kU8:
-      return 1;
-    case SafetensorsDType::kI64:
-      return 8;
-  }
-  return 0;
-}
 
 // Position in the reference's Dtype enum (BOOL, U8, I8, F8_E5M2, F8_E4M3, I16, U16, F16, BF16,
 // I32, U32, F32, F64, I64, U64), which it sorts by, descending.
@@ -113,8 +97,8 @@ Status SafetensorsWriter::add(std::string name, SafetensorsDType dtype, std::vec
     }
     count *= static_cast<uint64_t>(d);
   }
-  const uint64_t want = count * element_size(dtype);
-  if (count > UINT64_MAX / element_size(dtype) || want != data.size()) {
+  const uint64_t want = count * safetensors_dtype_size(dtype);
+  if (count > UINT64_MAX / safetensors_dtype_size(dtype) || want != data.size()) {
     return invalid("tensor '" + name + "' has " + std::to_string(data.size()) +
                    " bytes, its shape and dtype " + safetensors_dtype_name(dtype) + " need " +
                    std::to_string(want));

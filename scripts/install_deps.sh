@@ -29,14 +29,14 @@ else
   log "Debian packages already installed"
 fi
 
-# Python tools for the tests: the `gguf` reader and HF `tokenizers` are the independent
-# references; numpy runs the reference forward pass.
-PY_PACKAGES=(numpy==2.* gguf==0.19.0 tokenizers==0.23.* pytest==8.*)
+# Python tools for the tests: the `gguf` reader, HF `tokenizers` and `safetensors` are the
+# independent references; numpy runs the reference forward pass.
+PY_PACKAGES=(numpy==2.* gguf==0.19.0 tokenizers==0.23.* safetensors==0.* pytest==8.*)
 if [ ! -x "$QGATE_VENV/bin/python" ]; then
   log "creating Python environment $QGATE_VENV"
   python3 -m venv "$QGATE_VENV"
 fi
-if ! "$QGATE_VENV/bin/python" -c "import numpy, gguf, tokenizers, pytest" 2>/dev/null; then
+if ! "$QGATE_VENV/bin/python" -c "import numpy, gguf, tokenizers, safetensors, pytest" 2>/dev/null; then
   log "installing Python packages: ${PY_PACKAGES[*]}"
   "$QGATE_VENV/bin/pip" install -q --disable-pip-version-check "${PY_PACKAGES[@]}"
 fi
