@@ -157,25 +157,23 @@ Status write_quantized(const std::string& dir, const QuantizedModel& m, const Qu
   for (const auto& [name, v] : m.norms) QGATE_TRY_STATUS(add_fp16(w, name, v));
   const GptqCheckpointFormat fmt =
       o.sym ? GptqCheckpointFormat::kGptq : GptqCheckpointFormat::kGptqV2;
+  // Both layouts store qweight/qzeros (int32) and scales (fp16); GPTQ adds g_idx.
+  auto add_packed = [&](const std::string& name, const auto& p) -> Status {
+    QGATE_TRY_STATUS(w.add(name + ".qweight", SafetensorsDType::kI32, p.qweight_shape,
+                           as_bytes_of(p.qweight)));
+    QGATE_TRY_STATUS(w.add(name + ".qzeros", SafetensorsDType::kI32, p.qzeros_shape,
+                           as_bytes_of(p.qzeros)));
+    return w.add(name + ".scales", SafetensorsDType::kF16, p.scales_shape, as_bytes_of(p.scales));
+  };
   for (const QuantizedEntry& e : m.linears) {
     if (o.method == QuantizeMethod::kAwq) {
       auto p = pack_awq(e.layer);
       if (!p.ok()) return make_error(p.error().code(), e.name + ": " + p.error().message());
-      QGATE_TRY_STATUS(w.add(e.name + ".qweight", SafetensorsDType::kI32, p->qweight_shape,
-                             as_bytes_of(p->qweight)));
-      QGATE_TRY_STATUS(w.add(e.name + ".qzeros", SafetensorsDType::kI32, p->qzeros_shape,
-                             as_bytes_of(p->qzeros)));
-      QGATE_TRY_STATUS(w.add(e.name + ".scales", SafetensorsDType::kF16, p->scales_shape,
-                             as_bytes_of(p->scales)));
+      QGATE_TRY_STATUS(add_packed(e.name, p.value()));
     } else {
       auto p = pack_gptq(e.layer, fmt);
       if (!p.ok()) return make_error(p.error().code(), e.name + ": " + p.error().message());
-      QGATE_TRY_STATUS(w.add(e.name + ".qweight", SafetensorsDType::kI32, p->qweight_shape,
-                             as_bytes_of(p->qweight)));
-      QGATE_TRY_STATUS(w.add(e.name + ".qzeros", SafetensorsDType::kI32, p->qzeros_shape,
-                             as_bytes_of(p->qzeros)));
-      QGATE_TRY_STATUS(w.add(e.name + ".scales", SafetensorsDType::kF16, p->scales_shape,
-                             as_bytes_of(p->scales)));
+      QGATE_TRY_STATUS(add_packed(e.name, p.value()));
       QGATE_TRY_STATUS(
           w.add(e.name + ".g_idx", SafetensorsDType::kI32, p->g_idx_shape, as_bytes_of(p->g_idx)));
     }

@@ -17,19 +17,16 @@
 #include <unordered_map>
 
 #include "engine/gguf.h"
+#include "engine/split_patterns.h"
 #include "engine/unicode.h"
 
 namespace qgate {
 
 namespace {
 
-// The split patterns as HF tokenizer.json files spell them, recognized by exact comparison.
-constexpr std::string_view kGpt2Pattern =
-    R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
-constexpr std::string_view kLlama3Pattern =
-    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
-constexpr std::string_view kQwen2Pattern =
-    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+constexpr std::string_view kGpt2Pattern = split_patterns::kGpt2;
+constexpr std::string_view kLlama3Pattern = split_patterns::kLlama3;
+constexpr std::string_view kQwen2Pattern = split_patterns::kQwen2;
 
 // Sanity bound on ids from a file, so a hostile id cannot make us allocate gigabytes.
 constexpr int64_t kMaxVocab = 1 << 24;

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "engine/gguf.h"
+#include "engine/split_patterns.h"
 
 namespace qgate {
 
@@ -13,13 +14,8 @@ namespace {
 
 namespace json = boost::json;
 
-// The split patterns exactly as HF tokenizer.json files spell them. Tokenizer::from_hf_json
-// recognizes a Split step by comparing with its own copy of these strings, so any drift shows up
-// in the export round-trip test (the exported file would no longer load).
-constexpr std::string_view kLlama3Pattern =
-    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
-constexpr std::string_view kQwen2Pattern =
-    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+constexpr std::string_view kLlama3Pattern = split_patterns::kLlama3;
+constexpr std::string_view kQwen2Pattern = split_patterns::kQwen2;
 
 // GGUF token types (llama.cpp llama_token_type).
 constexpr int64_t kControl = 3;
