@@ -6,6 +6,7 @@
 
 #include "engine/gguf.h"
 #include "engine/hf_loader.h"
+#include "engine/paged_kv_cache.h"
 #include "engine/quant_repack.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/quant.h"
@@ -216,40 +217,103 @@ Status LlamaModel::forward(std::span<const int32_t> tokens, KvCache& cache,
                         "forward: token id " + std::to_string(t) + " is outside the vocabulary");
     }
   }
+  // The contiguous cache is one block that holds every position.
+  const KvLayout kv{cache.keys(0), cache.values(0), cache.capacity() * config_.kv_dim(), 0,
+                    cache.capacity()};
+  static constexpr int32_t kOnlyBlock = 0;
+  const int32_t* const table[1] = {&kOnlyBlock};
+  ForwardScratch& s = scratch;
   for (int64_t off = 0; off < n; off += kPrefillChunk) {
     const int64_t len = std::min(kPrefillChunk, n - off);
     const bool last = off + len == n;
+    s.tokens.assign(tokens.begin() + off, tokens.begin() + off + len);
+    s.row_pos.resize(static_cast<size_t>(len));
+    s.row_seq.assign(static_cast<size_t>(len), 0);
+    for (int64_t t = 0; t < len; ++t) s.row_pos[static_cast<size_t>(t)] = cache.size() + t;
+    s.logit_rows.clear();
     std::span<float> out;
     if (mode == LogitsMode::kAll) {
+      for (int64_t t = 0; t < len; ++t) s.logit_rows.push_back(t);
       out = logits.subspan(static_cast<size_t>(off * config_.vocab_size),
                            static_cast<size_t>(len * config_.vocab_size));
     } else if (last) {
+      s.logit_rows.push_back(len - 1);
       out = logits.first(static_cast<size_t>(config_.vocab_size));
     }
-    QGATE_TRY_STATUS(forward_chunk(tokens.subspan(static_cast<size_t>(off),
-                                                  static_cast<size_t>(len)),
-                                   cache, scratch, pool, mode, out));
+    QGATE_TRY_STATUS(run_rows(len, kv, table, s, pool, s.logit_rows, out));
+    cache.advance(len);
   }
   return Status::Ok();
 }
 
-Status LlamaModel::forward_chunk(std::span<const int32_t> tokens, KvCache& cache,
-                                 ForwardScratch& s, ThreadPool& pool, LogitsMode mode,
+Status LlamaModel::forward_batch(std::span<const SequenceChunk> chunks, PagedKvCache& cache,
+                                 ForwardScratch& s, ThreadPool& pool,
                                  std::span<float> logits) const {
+  if (chunks.empty()) return make_error(ErrorCode::kInvalidArgument, "forward_batch: no chunks");
+  s.tokens.clear();
+  s.row_pos.clear();
+  s.row_seq.clear();
+  s.logit_rows.clear();
+  s.tables.clear();
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    const SequenceChunk& c = chunks[i];
+    const auto len = static_cast<int64_t>(c.tokens.size());
+    if (len == 0 || c.start < 0) {
+      return make_error(ErrorCode::kInvalidArgument,
+                        "forward_batch: chunk " + std::to_string(i) + " is empty");
+    }
+    if (static_cast<int64_t>(c.block_table.size()) < cache.blocks_for(c.start + len)) {
+      return make_error(ErrorCode::kInvalidArgument,
+                        "forward_batch: chunk " + std::to_string(i) +
+                            " has too few blocks for its positions");
+    }
+    for (int32_t b : c.block_table) {
+      if (b < 0 || b >= cache.num_blocks()) {
+        return make_error(ErrorCode::kInvalidArgument,
+                          "forward_batch: chunk " + std::to_string(i) + " names block " +
+                              std::to_string(b) + " outside the cache");
+      }
+    }
+    for (int64_t t = 0; t < len; ++t) {
+      const int32_t tok = c.tokens[static_cast<size_t>(t)];
+      if (tok < 0 || tok >= config_.vocab_size) {
+        return make_error(ErrorCode::kInvalidArgument, "forward_batch: token id " +
+                                                           std::to_string(tok) +
+                                                           " is outside the vocabulary");
+      }
+      s.tokens.push_back(tok);
+      s.row_pos.push_back(c.start + t);
+      s.row_seq.push_back(static_cast<int32_t>(i));
+    }
+    s.tables.push_back(c.block_table.data());
+    if (c.logits) s.logit_rows.push_back(static_cast<int64_t>(s.tokens.size()) - 1);
+  }
+  const auto rows_out = static_cast<int64_t>(s.logit_rows.size());
+  if (static_cast<int64_t>(logits.size()) < rows_out * config_.vocab_size) {
+    return make_error(ErrorCode::kInvalidArgument, "forward_batch: logits buffer too small");
+  }
+  const KvLayout kv{cache.key_base(0), cache.value_base(0), cache.layer_stride(),
+                    cache.block_stride(), cache.block_tokens()};
+  return run_rows(static_cast<int64_t>(s.tokens.size()), kv, s.tables, s, pool, s.logit_rows,
+                  logits.first(static_cast<size_t>(rows_out * config_.vocab_size)));
+}
+
+Status LlamaModel::run_rows(int64_t n, const KvLayout& kv, std::span<const int32_t* const> tables,
+                            ForwardScratch& s, ThreadPool& pool,
+                            std::span<const int64_t> logit_rows, std::span<float> logits) const {
   const LlamaConfig& c = config_;
-  const auto n = static_cast<int64_t>(tokens.size());
   const int64_t d = c.hidden_size;
-  const int64_t pos0 = cache.size();
+  const int64_t kv_dim = c.kv_dim();
   grow(s.x, static_cast<size_t>(n * d));
   grow(s.xb, static_cast<size_t>(n * std::max(d, c.q_dim())));
   grow(s.q, static_cast<size_t>(n * c.q_dim()));
-  grow(s.k, static_cast<size_t>(n * c.kv_dim()));
-  grow(s.v, static_cast<size_t>(n * c.kv_dim()));
+  grow(s.k, static_cast<size_t>(n * kv_dim));
+  grow(s.v, static_cast<size_t>(n * kv_dim));
   grow(s.att, static_cast<size_t>(n * c.q_dim()));
   grow(s.gate, static_cast<size_t>(n * c.intermediate_size));
   grow(s.up, static_cast<size_t>(n * c.intermediate_size));
 
-  for (int64_t t = 0; t < n; ++t) embed(tokens[static_cast<size_t>(t)], s.x.data() + t * d);
+  for (int64_t t = 0; t < n; ++t) embed(s.tokens[static_cast<size_t>(t)], s.x.data() + t * d);
 
   auto linear = [&](const LinearLayer& l, const float* in, float* out) -> Status {
     if (l.input_perm != nullptr) {
@@ -281,17 +345,20 @@ Status LlamaModel::forward_chunk(std::span<const int32_t> tokens, KvCache& cache
     QGATE_TRY_STATUS(linear(l.q, s.xb.data(), s.q.data()));
     QGATE_TRY_STATUS(linear(l.k, s.xb.data(), s.k.data()));
     QGATE_TRY_STATUS(linear(l.v, s.xb.data(), s.v.data()));
-    float* kc = cache.keys(li) + pos0 * c.kv_dim();
-    float* vc = cache.values(li) + pos0 * c.kv_dim();
+    float* keys = kv.k + li * kv.layer_stride;
+    float* values = kv.v + li * kv.layer_stride;
     for (int64_t t = 0; t < n; ++t) {
-      rope(s.q.data() + t * c.q_dim(), c.num_heads, c.head_dim, pos0 + t, c.rope_theta,
-           c.rope_style);
-      rope(s.k.data() + t * c.kv_dim(), c.num_kv_heads, c.head_dim, pos0 + t, c.rope_theta,
-           c.rope_style);
+      const int64_t pos = s.row_pos[static_cast<size_t>(t)];
+      rope(s.q.data() + t * c.q_dim(), c.num_heads, c.head_dim, pos, c.rope_theta, c.rope_style);
+      rope(s.k.data() + t * kv_dim, c.num_kv_heads, c.head_dim, pos, c.rope_theta, c.rope_style);
+      const int32_t* table = tables[static_cast<size_t>(s.row_seq[static_cast<size_t>(t)])];
+      const int64_t at = table[pos / kv.block_tokens] * kv.block_stride +
+                         (pos % kv.block_tokens) * kv_dim;
+      std::memcpy(keys + at, s.k.data() + t * kv_dim, static_cast<size_t>(kv_dim) * sizeof(float));
+      std::memcpy(values + at, s.v.data() + t * kv_dim,
+                  static_cast<size_t>(kv_dim) * sizeof(float));
     }
-    std::memcpy(kc, s.k.data(), static_cast<size_t>(n * c.kv_dim()) * sizeof(float));
-    std::memcpy(vc, s.v.data(), static_cast<size_t>(n * c.kv_dim()) * sizeof(float));
-    attention(li, n, pos0, cache, s, pool);
+    attention(n, keys, values, kv, tables, s, pool);
     QGATE_TRY_STATUS(linear(l.o, s.att.data(), s.xb.data()));
     for (int64_t t = 0; t < n; ++t) add_inplace(s.x.data() + t * d, s.xb.data() + t * d, d);
 
@@ -304,13 +371,12 @@ Status LlamaModel::forward_chunk(std::span<const int32_t> tokens, KvCache& cache
     QGATE_TRY_STATUS(linear(l.down, s.gate.data(), s.xb.data()));
     for (int64_t t = 0; t < n; ++t) add_inplace(s.x.data() + t * d, s.xb.data() + t * d, d);
   }
-  cache.advance(n);
 
-  if (logits.empty()) return Status::Ok();  // a prefill chunk before the last one
-  const int64_t first = mode == LogitsMode::kAll ? 0 : n - 1;
-  const int64_t rows = n - first;
-  for (int64_t t = first; t < n; ++t) {
-    rms_norm(s.x.data() + t * d, output_norm_, s.xb.data() + (t - first) * d, d, c.rms_norm_eps);
+  if (logit_rows.empty()) return Status::Ok();  // a prefill chunk before the last one
+  const auto rows = static_cast<int64_t>(logit_rows.size());
+  for (int64_t i = 0; i < rows; ++i) {
+    rms_norm(s.x.data() + logit_rows[static_cast<size_t>(i)] * d, output_norm_,
+             s.xb.data() + i * d, d, c.rms_norm_eps);
   }
   if (s.reference_matmul) {
     matmul_ref(lm_head_, s.xb.data(), rows, logits.data());
@@ -319,31 +385,40 @@ Status LlamaModel::forward_chunk(std::span<const int32_t> tokens, KvCache& cache
   return matmul(lm_head_, s.xb.data(), rows, logits.data(), pool, s.mm);
 }
 
-void LlamaModel::attention(int64_t layer, int64_t n, int64_t pos0, KvCache& cache,
-                           ForwardScratch& s, ThreadPool& pool) const {
+void LlamaModel::attention(int64_t n, const float* keys, const float* values, const KvLayout& kv,
+                           std::span<const int32_t* const> tables, ForwardScratch& s,
+                           ThreadPool& pool) const {
   const LlamaConfig& c = config_;
   const int64_t hd = c.head_dim;
+  const int64_t kv_dim = c.kv_dim();
   const int64_t group = c.num_heads / c.num_kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  const float* keys = cache.keys(layer);
-  const float* values = cache.values(layer);
-  // One work item per (token, head): decode has num_heads items, prefill n * num_heads.
+  // One work item per (row, head): decode has rows * num_heads items, all independent.
   pool.parallel_for(n * c.num_heads, 1, [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
       const int64_t t = item / c.num_heads;
       const int64_t h = item % c.num_heads;
       const int64_t kvh = h / group;
-      const int64_t len = pos0 + t + 1;  // causal: positions 0 .. pos0 + t
+      const int64_t len = s.row_pos[static_cast<size_t>(t)] + 1;  // causal: positions 0 .. pos
+      const int32_t* table = tables[static_cast<size_t>(s.row_seq[static_cast<size_t>(t)])];
       const float* q = s.q.data() + t * c.q_dim() + h * hd;
       if (t_scores.size() < static_cast<size_t>(len)) t_scores.resize(static_cast<size_t>(len));
       float* sc = t_scores.data();
-      for (int64_t j = 0; j < len; ++j) {
-        sc[j] = dot_f32(q, keys + j * c.kv_dim() + kvh * hd, hd) * scale;
+      // Positions are visited in order whatever the block size, so the sums match a contiguous
+      // cache's exactly.
+      for (int64_t j0 = 0, b = 0; j0 < len; j0 += kv.block_tokens, ++b) {
+        const float* kb = keys + table[b] * kv.block_stride + kvh * hd;
+        const int64_t j1 = std::min(len, j0 + kv.block_tokens);
+        for (int64_t j = j0; j < j1; ++j) sc[j] = dot_f32(q, kb + (j - j0) * kv_dim, hd) * scale;
       }
       softmax(sc, len);
       float* out = s.att.data() + t * c.q_dim() + h * hd;
       std::fill(out, out + hd, 0.0f);
-      for (int64_t j = 0; j < len; ++j) axpy_f32(sc[j], values + j * c.kv_dim() + kvh * hd, out, hd);
+      for (int64_t j0 = 0, b = 0; j0 < len; j0 += kv.block_tokens, ++b) {
+        const float* vb = values + table[b] * kv.block_stride + kvh * hd;
+        const int64_t j1 = std::min(len, j0 + kv.block_tokens);
+        for (int64_t j = j0; j < j1; ++j) axpy_f32(sc[j], vb + (j - j0) * kv_dim, out, hd);
+      }
     }
   });
 }

@@ -3,8 +3,13 @@
 //
 // Lifetime and threading: a LlamaModel is immutable after loading and may be shared by any number
 // of sequences; its weights are views into the memory-mapped model file(s), which the model keeps
-// alive. All per-sequence state lives in KvCache and ForwardScratch, which belong to one caller at
-// a time. forward() uses the given ThreadPool for data parallelism inside each operation.
+// alive. All per-sequence state lives in KvCache / PagedKvCache and ForwardScratch, which belong to
+// one caller at a time. forward() and forward_batch() use the given ThreadPool for data parallelism
+// inside each operation.
+//
+// Batch invariance: every operation works on one token row at a time (the matmul quantizes and
+// accumulates each activation row independently of the others), so a sequence's logits are
+// bit-identical whether it runs alone through forward() or inside any forward_batch().
 #pragma once
 
 #include <cstdint>
@@ -20,6 +25,7 @@
 namespace qgate {
 
 class GgufFile;
+class PagedKvCache;
 class SafetensorsFile;
 class ThreadPool;
 
@@ -47,6 +53,11 @@ class KvCache {
 // Activation buffers, grown on first use and reused so steady-state decoding never allocates.
 struct ForwardScratch {
   std::vector<float> x, xb, q, k, v, att, gate, up, permuted;
+  std::vector<int32_t> tokens;   // forward_batch: the batch's tokens, stacked
+  std::vector<int64_t> row_pos;  // position of each row
+  std::vector<int32_t> row_seq;  // sequence of each row
+  std::vector<int64_t> logit_rows;
+  std::vector<const int32_t*> tables;  // block table of each sequence
   MatmulScratch mm;
   // Verification mode: multiply dequantized weights by fp32 activations in double precision
   // (matmul_ref) instead of quantizing activations to 8 bits. Single-threaded and slow; it lets
@@ -68,6 +79,25 @@ struct LlamaLayer {
 
 enum class LogitsMode { kLast, kAll };
 
+// One sequence's share of a forward_batch() step.
+struct SequenceChunk {
+  std::span<const int32_t> tokens;       // run at positions [start, start + tokens.size())
+  int64_t start = 0;                     // keys/values of positions [0, start) are in the cache
+  std::span<const int32_t> block_table;  // the sequence's blocks, covering [0, start + size)
+  bool logits = false;                   // write logits for the chunk's last token
+};
+
+// Where a step's keys/values live: layer l's block b starts at k + l * layer_stride +
+// b * block_stride (floats). A contiguous KvCache is the special case of one block holding every
+// position.
+struct KvLayout {
+  float* k = nullptr;
+  float* v = nullptr;
+  int64_t layer_stride = 0;
+  int64_t block_stride = 0;
+  int64_t block_tokens = 0;
+};
+
 class LlamaModel {
  public:
   static Result<LlamaModel> from_gguf(std::shared_ptr<const GgufFile> gguf);
@@ -86,11 +116,24 @@ class LlamaModel {
   Status forward(std::span<const int32_t> tokens, KvCache& cache, ForwardScratch& scratch,
                  ThreadPool& pool, LogitsMode mode, std::span<float> logits) const;
 
+  // One step of continuous batching: the chunks of several sequences whose keys/values live in a
+  // paged cache. The linear layers run once over all chunks' tokens stacked as rows (the weights
+  // are read once per step, which is where batching gains), attention runs per sequence over its
+  // block table. Appends each chunk's keys/values at its positions (the blocks must be allocated)
+  // and writes logits, [vocab] per chunk with `logits` set, in chunk order. InvalidArgument for an
+  // empty chunk, a short block table or logits buffer, or a token outside the vocabulary.
+  Status forward_batch(std::span<const SequenceChunk> chunks, PagedKvCache& cache,
+                       ForwardScratch& scratch, ThreadPool& pool, std::span<float> logits) const;
+
  private:
-  Status forward_chunk(std::span<const int32_t> tokens, KvCache& cache, ForwardScratch& scratch,
-                       ThreadPool& pool, LogitsMode mode, std::span<float> logits) const;
+  // The layer stack over n rows (scratch.tokens / row_pos / row_seq filled in), each row's sequence
+  // described by tables[row_seq]; logits for the rows in logit_rows, in that order.
+  Status run_rows(int64_t n, const KvLayout& kv, std::span<const int32_t* const> tables,
+                  ForwardScratch& s, ThreadPool& pool, std::span<const int64_t> logit_rows,
+                  std::span<float> logits) const;
   void embed(int32_t token, float* out) const;
-  void attention(int64_t layer, int64_t n, int64_t pos0, KvCache& cache, ForwardScratch& s,
+  void attention(int64_t n, const float* keys, const float* values, const KvLayout& kv,
+                 std::span<const int32_t* const> tables, ForwardScratch& s,
                  ThreadPool& pool) const;
 
   LlamaConfig config_;

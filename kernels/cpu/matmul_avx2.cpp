@@ -22,6 +22,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstring>
 #include <utility>
 
@@ -267,7 +268,9 @@ void q4_1_min_term(const BlockQ4_1* row, int64_t nb, const float* s_by_block, in
     for (; i < vec_end; i += 8) {
       _mm256_store_ps(acc + i, _mm256_fmadd_ps(vm, _mm256_loadu_ps(s + i), _mm256_load_ps(acc + i)));
     }
-    for (; i < n; ++i) acc[i] += mw * s[i];
+    // Fused like the vector lanes and like the T = 1 tiles' fold, so a token's result does not
+    // depend on where it falls in the batch (continuous batching relies on that).
+    for (; i < n; ++i) acc[i] = std::fma(mw, s[i], acc[i]);
   }
   for (int64_t i = 0; i < n; ++i) y_col[(t0 + i) * ldy] += acc[i];
 }
