@@ -50,4 +50,13 @@ Result<EvalResult> evaluate(const LlamaModel& model, const LlamaModel* baseline,
                             std::span<const int32_t> tokens, const EvalOptions& options,
                             ThreadPool& pool, const EvalProgress& progress = {});
 
+// Several variants against one baseline on the same windows: the baseline runs once per window
+// instead of once per variant, which halves the cost of a quality table when the baseline (FP16)
+// is the slowest model. Results are in the order of `models` and equal what evaluate() gives.
+Result<std::vector<EvalResult>> evaluate_many(std::span<const LlamaModel* const> models,
+                                              const LlamaModel* baseline,
+                                              std::span<const int32_t> tokens,
+                                              const EvalOptions& options, ThreadPool& pool,
+                                              const EvalProgress& progress = {});
+
 }  // namespace qgate

@@ -79,6 +79,26 @@ TEST(Evaluation, ModelAgainstItselfHasZeroKlAndFullAgreement) {
   EXPECT_DOUBLE_EQ(r->perplexity, r->baseline_perplexity);
 }
 
+TEST(Evaluation, ManyVariantsInOnePassEqualSeparateRunsWhateverTheThreadCount) {
+  QGATE_REQUIRE_MODEL();
+  const auto tokens = model_->tokenizer->encode(kText, false);
+  const EvalOptions o{32, 16, 0};
+  ThreadPool one(1), two(2);
+  auto alone = evaluate(*model_->model, model_->model.get(), tokens, o, one);
+  const LlamaModel* const models[2] = {model_->model.get(), model_->model.get()};
+  auto many = evaluate_many(models, model_->model.get(), tokens, o, two);
+  ASSERT_TRUE(alone.ok() && many.ok());
+  ASSERT_EQ(many->size(), 2u);
+  for (const EvalResult& r : many.value()) {
+    // Per-position figures are summed in position order, so threads change nothing, bit for bit.
+    EXPECT_EQ(r.mean_nll, alone->mean_nll);
+    EXPECT_EQ(r.mean_kl, alone->mean_kl);
+    EXPECT_EQ(r.scored_tokens, alone->scored_tokens);
+    EXPECT_EQ(r.windows, alone->windows);
+  }
+  EXPECT_FALSE(evaluate_many({}, nullptr, tokens, o, one).ok());
+}
+
 TEST(Evaluation, RejectsBadOptions) {
   QGATE_REQUIRE_MODEL();
   ThreadPool pool(1);
