@@ -15,6 +15,7 @@ DEBIAN_PACKAGES=(
   libspdlog-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang-14 libclang-rt-14-dev   # libFuzzer targets
+  wrk nginx-light         # load generation; reverse proxy in the end-to-end tests
 )
 
 missing=()
@@ -31,12 +32,12 @@ fi
 
 # Python tools for the tests: the `gguf` reader, HF `tokenizers` and `safetensors` are the
 # independent references; numpy runs the reference forward pass.
-PY_PACKAGES=(numpy==2.* gguf==0.19.0 tokenizers==0.23.* safetensors==0.* pytest==8.*)
+PY_PACKAGES=(numpy==2.* gguf==0.19.0 tokenizers==0.23.* safetensors==0.* pytest==8.* openai==1.*)
 if [ ! -x "$QGATE_VENV/bin/python" ]; then
   log "creating Python environment $QGATE_VENV"
   python3 -m venv "$QGATE_VENV"
 fi
-if ! "$QGATE_VENV/bin/python" -c "import numpy, gguf, tokenizers, safetensors, pytest" 2>/dev/null; then
+if ! "$QGATE_VENV/bin/python" -c "import numpy, gguf, tokenizers, safetensors, pytest, openai" 2>/dev/null; then
   log "installing Python packages: ${PY_PACKAGES[*]}"
   "$QGATE_VENV/bin/pip" install -q --disable-pip-version-check "${PY_PACKAGES[@]}"
 fi
