@@ -6,6 +6,7 @@
 #include "gateway/cli_eval.h"
 #include "gateway/cli_generate.h"
 #include "gateway/cli_quantize.h"
+#include "gateway/cli_serve.h"
 
 int main(int argc, char** argv) {
   // Logs go to stderr so stdout carries only model output.
@@ -18,6 +19,7 @@ int main(int argc, char** argv) {
   qgate::add_generate_commands(app, exit_code);
   qgate::add_eval_command(app, exit_code);
   qgate::add_quantize_command(app, exit_code);
+  qgate::add_serve_command(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

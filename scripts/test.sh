@@ -7,6 +7,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 "$QGATE_ROOT/scripts/fetch_model.sh"
 "$QGATE_ROOT/scripts/fetch_corpus.sh"
 "$QGATE_ROOT/scripts/build.sh"
+# The end-to-end gateway tests serve the real variants; made once, cached in models/variants.
+"$QGATE_ROOT/scripts/prepare_variants.sh"
 
 # The sanitizer build skips CUDA and benchmarks: it exists to run the host code under ASan/UBSan.
 ASAN_DIR="${QGATE_ASAN_BUILD_DIR:-$QGATE_ROOT/build-asan}"

@@ -1,0 +1,232 @@
+#include "gateway/cli_serve.h"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/json.hpp>
+#include <csignal>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <string>
+#include <unistd.h>
+#include <vector>
+
+#include "engine/model_loader.h"
+#include "engine/worker.h"
+#include "gateway/admin_api.h"
+#include "gateway/http_server.h"
+#include "gateway/openai_routes.h"
+#include "gateway/routed_service.h"
+#include "gateway/routing_store.h"
+#include "gateway/serve_config.h"
+#include "policies/outlier_detector.h"
+#include "policies/retry_budget.h"
+
+namespace qgate {
+
+namespace {
+
+struct ServeArgs {
+  std::string config_file;
+  std::string ready_file;
+  bool print_default_config = false;
+  bool enable_test_faults = false;
+};
+
+HttpServerLimits http_limits(const HttpLimits& l) {
+  HttpServerLimits h;
+  h.max_header_bytes = l.max_header_bytes;
+  h.max_body_bytes = l.max_body_bytes;
+  h.read_timeout = l.read_timeout;
+  h.idle_timeout = l.idle_timeout;
+  h.write_timeout = l.write_timeout;
+  return h;
+}
+
+// The ports as bound, for tests and scripts that start the server on port 0. Written atomically
+// so a reader never sees half a file.
+bool write_ready_file(const std::string& path, uint16_t api_port, uint16_t admin_port) {
+  boost::json::object o;
+  o["api_port"] = api_port;
+  o["admin_port"] = admin_port;
+  o["pid"] = static_cast<int64_t>(::getpid());
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp);
+    out << boost::json::serialize(o) << "\n";
+    if (!out) return false;
+  }
+  return std::rename(tmp.c_str(), path.c_str()) == 0;
+}
+
+int run_serve(const ServeArgs& a) {
+  if (a.print_default_config) {
+    std::fwrite(embedded_default_config().data(), 1, embedded_default_config().size(), stdout);
+    return 0;
+  }
+  // Signals are taken by sigwait() on this thread; every thread started below inherits the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  const ConfigDefaults defaults = ConfigDefaults::from_environment();
+  auto config = a.config_file.empty() ? parse_serve_config(embedded_default_config(), defaults)
+                                      : load_serve_config(a.config_file, defaults);
+  if (!config.ok()) {
+    spdlog::error("config: {}", config.error().message());
+    return 2;
+  }
+  const ServeConfig& cfg = config.value();
+  auto token = load_admin_token(cfg.admin_token);
+  if (!token.ok()) {
+    spdlog::error("admin token: {}", token.error().message());
+    return 2;
+  }
+
+  std::vector<std::unique_ptr<Worker>> workers;
+  std::map<std::string, Worker*, std::less<>> by_name;
+  for (const VariantConfig& v : cfg.variants) {
+    if (v.device != "cpu") {
+      spdlog::error("variant {}: device {} is not available in this build (cpu only)", v.name,
+                    v.device);
+      return 2;
+    }
+    auto model = load_model(v.model.string());
+    if (!model.ok()) {
+      spdlog::error("variant {}: cannot load {}: {}", v.name, v.model.string(),
+                    model.error().to_string());
+      return 2;
+    }
+    const std::string describe = model.value().model->describe();
+    const double weight_mb = static_cast<double>(model.value().model->weight_bytes()) / 1e6;
+    auto worker = Worker::create(v.name, std::move(model).value(), v.worker);
+    if (!worker.ok()) {
+      spdlog::error("variant {}: {}", v.name, worker.error().to_string());
+      return 2;
+    }
+    spdlog::info("variant {}: {} ({}, {:.0f} MB of weights)", v.name, v.model.string(), describe,
+                 weight_mb);
+    by_name.emplace(v.name, worker.value().get());
+    workers.push_back(std::move(worker).value());
+  }
+
+  RoutingStoreOptions so;
+  so.dir = cfg.state_dir;
+  so.variants = cfg.variant_names();
+  so.initial_routes = cfg.routes;
+  auto store = RoutingStore::open(so);
+  if (!store.ok()) {
+    spdlog::error("routing store {}: {}", cfg.state_dir.string(), store.error().to_string());
+    return 2;
+  }
+  OutlierDetector detector(cfg.health.outlier, SteadyClock::instance());
+  for (const std::string& v : store.value()->drained()) detector.set_drained(v, true);
+  RetryBudget budget(cfg.retry);
+
+  RoutedServiceOptions ro;
+  ro.first_byte_timeout = cfg.http.first_byte_timeout;
+  ro.probe_interval = cfg.health.probe_interval;
+  ro.probe_timeout = cfg.health.probe_timeout;
+  auto service = std::make_shared<RoutedCompletionService>(by_name, *store.value(), detector,
+                                                           budget, ro);
+
+  // /readyz: ready while some variant can take traffic.
+  auto ready = [&detector, &by_name](const HttpRequest&) {
+    HttpResponse r;
+    for (const auto& [name, worker] : by_name) {
+      if (detector.routable(name)) {
+        r.body = R"({"status":"ready"})";
+        return r;
+      }
+    }
+    r.status = 503;
+    r.body = R"({"status":"no variant can take traffic"})";
+    return r;
+  };
+  auto alive = [](const HttpRequest&) {
+    HttpResponse r;
+    r.body = R"({"status":"ok"})";
+    return r;
+  };
+
+  HttpRouter api_router;
+  add_openai_routes(api_router, service);
+  api_router.add_simple(boost::beast::http::verb::get, "/healthz", alive);
+  api_router.add_simple(boost::beast::http::verb::get, "/readyz", ready);
+  HttpServerOptions api_opts;
+  api_opts.name = "api";
+  api_opts.host = cfg.api.host;
+  api_opts.port = cfg.api.port;
+  api_opts.limits = http_limits(cfg.http);
+  auto api = HttpServer::start(api_opts, std::move(api_router));
+  if (!api.ok()) {
+    spdlog::error("api listener {}:{}: {}", cfg.api.host, cfg.api.port, api.error().to_string());
+    return 2;
+  }
+
+  HttpRouter admin_router;
+  AdminApiContext ac;
+  ac.token = token.value();
+  ac.store = store.value().get();
+  ac.detector = &detector;
+  ac.service = service.get();
+  ac.workers = by_name;
+  ac.allow_faults = a.enable_test_faults;
+  add_admin_routes(admin_router, ac);
+  admin_router.add_simple(boost::beast::http::verb::get, "/healthz", alive);
+  HttpServerOptions admin_opts;
+  admin_opts.name = "admin";
+  admin_opts.host = cfg.admin.host;
+  admin_opts.port = cfg.admin.port;
+  admin_opts.threads = 1;
+  admin_opts.limits = http_limits(cfg.http);
+  auto admin = HttpServer::start(admin_opts, std::move(admin_router));
+  if (!admin.ok()) {
+    spdlog::error("admin listener {}:{}: {}", cfg.admin.host, cfg.admin.port,
+                  admin.error().to_string());
+    return 2;
+  }
+  spdlog::info("serving the OpenAI API on http://{}:{} and the admin API on http://{}:{} "
+               "(routing version {})",
+               cfg.api.host, api.value()->port(), cfg.admin.host, admin.value()->port(),
+               store.value()->current()->version);
+  if (a.enable_test_faults) spdlog::warn("test fault injection is enabled (POST /admin/fault)");
+  if (!a.ready_file.empty() &&
+      !write_ready_file(a.ready_file, api.value()->port(), admin.value()->port())) {
+    spdlog::error("cannot write {}", a.ready_file);
+    return 2;
+  }
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  spdlog::info("signal {}: draining (grace {} ms)", sig,
+               std::chrono::duration_cast<std::chrono::milliseconds>(cfg.http.shutdown_grace).count());
+  api.value()->shutdown(cfg.http.shutdown_grace);
+  admin.value()->shutdown(std::chrono::seconds(1));
+  service.reset();
+  workers.clear();  // ends whatever is still queued with Cancelled
+  spdlog::info("stopped");
+  return 0;
+}
+
+}  // namespace
+
+void add_serve_command(CLI::App& app, int& exit_code) {
+  auto* cmd = app.add_subcommand(
+      "serve", "Serve the OpenAI-compatible API over the configured variants, with the admin API");
+  auto a = std::make_shared<ServeArgs>();
+  cmd->add_option("-c,--config", a->config_file,
+                  "YAML config (default: the embedded config serving the three SmolLM2 variants "
+                  "from $QGATE_MODEL_DIR/variants)");
+  cmd->add_option("--ready-file", a->ready_file,
+                  "once listening, write {\"api_port\", \"admin_port\", \"pid\"} here (JSON)");
+  cmd->add_flag("--print-default-config", a->print_default_config,
+                "print the embedded default config and exit");
+  cmd->add_flag("--enable-test-faults", a->enable_test_faults,
+                "allow POST /admin/fault to make a variant fail, hang or overload (tests only)");
+  cmd->callback([&exit_code, a] { exit_code = run_serve(*a); });
+}
+
+}  // namespace qgate

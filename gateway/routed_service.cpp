@@ -1,0 +1,436 @@
+#include "gateway/routed_service.h"
+
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <mutex>
+#include <thread>
+
+#include "policies/router.h"
+
+namespace qgate {
+
+namespace asio = boost::asio;
+
+namespace {
+
+// SplitMix64: a reproducible stream of uniform draws from (seed, request number) with no lock.
+double uniform_draw(uint64_t seed, uint64_t n) {
+  uint64_t z = seed + (n + 1) * 0x9E3779B97F4A7C15ULL;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  z ^= z >> 31;
+  return static_cast<double>(z >> 11) * 0x1.0p-53;
+}
+
+ApiError exhausted_error(const ApiError& last) {
+  // Every candidate refused: report why the last one did. Overload stays a 429 (the client may
+  // retry after a pause); anything else means no variant could serve, a 503.
+  if (last.status == 429) return last;
+  return ApiError::unavailable("no healthy variant could serve the request (last: " + last.message +
+                               ")");
+}
+
+}  // namespace
+
+struct RoutedCompletionService::Impl : std::enable_shared_from_this<Impl> {
+  std::map<std::string, Worker*, std::less<>> workers;
+  RoutingStore& store;
+  OutlierDetector& detector;
+  RetryBudget& budget;
+  RoutedServiceOptions options;
+  std::atomic<uint64_t> request_counter{0};
+
+  asio::io_context timers;
+  asio::executor_work_guard<asio::io_context::executor_type> work{timers.get_executor()};
+  std::thread timer_thread;
+  std::unique_ptr<asio::steady_timer> probe_timer;
+
+  mutable std::mutex traffic_mu;
+  std::map<std::string, VariantTraffic> traffic_by_variant;  // guarded by traffic_mu
+
+  Impl(std::map<std::string, Worker*, std::less<>> w, RoutingStore& s, OutlierDetector& d,
+       RetryBudget& b, RoutedServiceOptions o)
+      : workers(std::move(w)), store(s), detector(d), budget(b), options(o) {}
+
+  void count(const std::string& variant, uint64_t VariantTraffic::*field) {
+    std::lock_guard lock(traffic_mu);
+    ++(traffic_by_variant[variant].*field);
+  }
+
+  void start_probes();
+  void run_probes();
+};
+
+namespace {
+
+using Impl = RoutedCompletionService::Impl;
+
+// One client request across its attempts.
+class RequestState : public std::enable_shared_from_this<RequestState> {
+ public:
+  RequestState(std::shared_ptr<Impl> impl, ApiRequest request, RequestMeta meta,
+               std::shared_ptr<CompletionResponder> out, std::shared_ptr<const RoutingTable> table,
+               RoutePlan plan)
+      : impl_(std::move(impl)),
+        request_(std::move(request)),
+        meta_(std::move(meta)),
+        out_(std::move(out)),
+        table_(std::move(table)),
+        plan_(std::move(plan)),
+        request_token_(impl_->budget.start_request()) {}
+
+  void begin() {
+    auto self = shared_from_this();
+    out_->on_cancel([self] { self->client_gone(); });
+    std::unique_lock lock(mu_);
+    try_next(lock, ApiError::unavailable("no variant available"));
+  }
+
+  void on_text(uint64_t attempt, std::string_view piece) {
+    std::lock_guard lock(mu_);
+    if (attempt != attempt_ || done_) return;
+    if (!started_) start_response();
+    out_->text(piece);
+  }
+
+  void on_finish(uint64_t attempt, const GenerationSummary& summary) {
+    std::lock_guard lock(mu_);
+    if (attempt != attempt_ || done_) return;
+    done_ = true;
+    cancel_timer();
+    if (summary.finish_reason == FinishReason::kCancelled && cancelled_) return;  // client gone
+    admission_.report(Outcome::kSuccess);
+    impl_->count(variant_, &VariantTraffic::served);
+    if (!started_) start_response();
+    FinishInfo info;
+    info.finish_reason = summary.finish_reason;
+    info.prompt_tokens = summary.prompt_tokens;
+    info.completion_tokens = static_cast<int64_t>(summary.tokens.size());
+    out_->finish(info);
+  }
+
+  void on_error(uint64_t attempt, const Error& error) {
+    std::unique_lock lock(mu_);
+    if (attempt != attempt_ || done_) return;
+    cancel_timer();
+    admission_.report(Outcome::kFailure);
+    impl_->count(variant_, &VariantTraffic::failures);
+    handle_.reset();
+    if (started_) {
+      // Bytes already went out: the client sees an SSE error event, never a silent truncation.
+      done_ = true;
+      out_->error_after_start(
+          ApiError::internal("variant " + variant_ + " failed mid-response: " + error.message()));
+      return;
+    }
+    spdlog::warn("request {}: variant {} failed before the first byte ({}); falling back",
+                 meta_.id, variant_, error.to_string());
+    try_next(lock, ApiError::internal("variant " + variant_ + ": " + error.message()));
+  }
+
+ private:
+  void client_gone() {
+    std::shared_ptr<RequestHandle> handle;
+    {
+      std::lock_guard lock(mu_);
+      cancelled_ = true;
+      cancel_timer();
+      handle = handle_;
+    }
+    if (handle) handle->cancel();
+  }
+
+  void first_byte_timeout(uint64_t attempt) {
+    std::shared_ptr<RequestHandle> handle;
+    std::unique_lock lock(mu_);
+    if (attempt != attempt_ || done_ || started_) return;
+    admission_.report(Outcome::kTimeout);
+    impl_->count(variant_, &VariantTraffic::failures);
+    handle = std::move(handle_);
+    const std::string variant = variant_;
+    spdlog::warn("request {}: variant {} sent nothing within the first-byte timeout; falling back",
+                 meta_.id, variant);
+    // Moving on first makes the abandoned attempt's late events stale before cancel() fires.
+    try_next(lock, ApiError::unavailable("variant " + variant + " timed out before the first token"));
+    lock.unlock();
+    if (handle) handle->cancel();
+  }
+
+  // Submits to the next candidate of the plan; answers the client when none is left. Called with
+  // mu_ held; releases it around Worker::submit so a worker that reports synchronously cannot
+  // deadlock on it.
+  void try_next(std::unique_lock<std::mutex>& lock, ApiError last) {
+    while (true) {
+      if (cancelled_) {
+        done_ = true;
+        return;
+      }
+      if (next_ >= plan_.attempts.size()) {
+        done_ = true;
+        out_->fail(exhausted_error(last));
+        return;
+      }
+      if (next_ > 0) {
+        retry_token_ = impl_->budget.try_start_retry();
+        if (!retry_token_) {
+          done_ = true;
+          out_->fail(exhausted_error(last));
+          return;
+        }
+        if (!variant_.empty()) impl_->count(variant_, &VariantTraffic::fallbacks_from);
+      }
+      variant_ = plan_.attempts[next_++];
+      const auto it = impl_->workers.find(variant_);
+      // The store validates every route against the configured variants, which all have workers.
+      QGATE_CHECK(it != impl_->workers.end(), "routed to a variant without a worker");
+      Worker& worker = *it->second;
+      admission_ = impl_->detector.admit(variant_);
+      if (!admission_) {
+        last = ApiError::unavailable("variant " + variant_ + " is ejected or draining");
+        continue;
+      }
+      auto prompt = build_prompt(worker.model());
+      if (!prompt.ok()) {
+        done_ = true;
+        out_->fail(ApiError::from_error(prompt.error(), "messages"));
+        return;
+      }
+      WorkerRequest wr;
+      wr.prompt = std::move(prompt).value();
+      wr.options = request_.options;
+      const uint64_t attempt = ++attempt_;
+      auto sink = make_sink(attempt);
+      impl_->count(variant_, &VariantTraffic::requests);
+
+      lock.unlock();
+      auto submitted = worker.submit(std::move(wr), std::move(sink));
+      lock.lock();
+      if (attempt != attempt_ || done_) {
+        return;  // the worker already reported on this attempt and it was handled meanwhile
+      }
+      if (submitted.ok()) {
+        handle_ = std::move(submitted).value();
+        if (cancelled_) {
+          auto handle = handle_;
+          lock.unlock();
+          handle->cancel();
+          lock.lock();
+          return;
+        }
+        arm_timer(attempt);
+        return;
+      }
+      const Error& e = submitted.error();
+      if (e.code() == ErrorCode::kInvalidArgument || e.code() == ErrorCode::kOutOfRange) {
+        // The request itself cannot be served (e.g. longer than the context): no variant would.
+        done_ = true;
+        out_->fail(ApiError::from_error(e, e.code() == ErrorCode::kOutOfRange ? "messages" : ""));
+        return;
+      }
+      if (e.code() == ErrorCode::kResourceExhausted) {
+        admission_.report(Outcome::kOverloaded);
+        last = ApiError::overloaded("variant " + variant_ + " is overloaded: " + e.message());
+      } else {
+        admission_.report(Outcome::kFailure);
+        last = ApiError::internal("variant " + variant_ + ": " + e.message());
+      }
+      impl_->count(variant_, &VariantTraffic::failures);
+    }
+  }
+
+  Result<std::vector<int32_t>> build_prompt(const LoadedModel& model) const {
+    if (request_.endpoint == ApiEndpoint::kCompletions) {
+      return model.tokenizer->encode(request_.prompt, /*parse_special=*/false);
+    }
+    auto rendered = model.chat_template.render(request_.messages, /*add_generation_prompt=*/true);
+    if (!rendered.ok()) return rendered.error();
+    return model.tokenizer->encode(rendered.value(), /*parse_special=*/true);
+  }
+
+  void start_response() {
+    started_ = true;
+    cancel_timer();
+    HttpHeaders headers;
+    headers.emplace_back("x-qgate-variant", variant_);
+    headers.emplace_back("x-qgate-routing-version", std::to_string(table_->version));
+    headers.emplace_back("x-qgate-route-reason",
+                         next_ > 1 ? "fallback" : pick_reason_name(plan_.reason));
+    headers.emplace_back("x-qgate-attempts", std::to_string(next_));
+    out_->start(std::move(headers));
+  }
+
+  void arm_timer(uint64_t attempt) {
+    timer_ = std::make_unique<asio::steady_timer>(impl_->timers, impl_->options.first_byte_timeout);
+    std::weak_ptr<RequestState> weak = weak_from_this();
+    timer_->async_wait([weak, attempt](const boost::system::error_code& ec) {
+      if (ec) return;
+      if (auto self = weak.lock()) self->first_byte_timeout(attempt);
+    });
+  }
+
+  void cancel_timer() {
+    // steady_timer::cancel is not thread-safe against the timer thread's use of the same timer
+    // object; posting keeps every touch of the timer on that thread.
+    if (!timer_) return;
+    std::shared_ptr<asio::steady_timer> timer(std::move(timer_));
+    asio::post(impl_->timers, [timer] { timer->cancel(); });
+  }
+
+  class Sink : public GenerationSink {
+   public:
+    Sink(std::shared_ptr<RequestState> state, uint64_t attempt)
+        : state_(std::move(state)), attempt_(attempt) {}
+    void on_text(std::string_view piece, int64_t) override { state_->on_text(attempt_, piece); }
+    void on_finish(const GenerationSummary& s) override { state_->on_finish(attempt_, s); }
+    void on_error(const Error& e) override { state_->on_error(attempt_, e); }
+
+   private:
+    std::shared_ptr<RequestState> state_;
+    uint64_t attempt_;
+  };
+
+  std::shared_ptr<GenerationSink> make_sink(uint64_t attempt) {
+    return std::make_shared<Sink>(shared_from_this(), attempt);
+  }
+
+  std::shared_ptr<Impl> impl_;
+  const ApiRequest request_;
+  const RequestMeta meta_;
+  const std::shared_ptr<CompletionResponder> out_;
+  const std::shared_ptr<const RoutingTable> table_;  // the version this request started with
+  const RoutePlan plan_;
+  RetryBudget::Token request_token_;
+
+  std::mutex mu_;  // guards everything below
+  RetryBudget::Token retry_token_;
+  size_t next_ = 0;
+  uint64_t attempt_ = 0;
+  std::string variant_;
+  Admission admission_;
+  std::shared_ptr<RequestHandle> handle_;
+  std::unique_ptr<asio::steady_timer> timer_;
+  bool started_ = false;
+  bool done_ = false;
+  bool cancelled_ = false;
+};
+
+// One active probe: a one-token greedy generation; its outcome goes to the detector once.
+class ProbeSink : public GenerationSink {
+ public:
+  ProbeSink(OutlierDetector& detector, std::string variant)
+      : detector_(detector), variant_(std::move(variant)) {}
+  void on_text(std::string_view, int64_t) override {}
+  void on_finish(const GenerationSummary& s) override {
+    report(s.finish_reason == FinishReason::kCancelled ? Outcome::kTimeout : Outcome::kSuccess);
+  }
+  void on_error(const Error&) override { report(Outcome::kFailure); }
+  // True if this call decided the outcome.
+  bool report(Outcome outcome) {
+    if (reported_.exchange(true)) return false;
+    detector_.record_probe(variant_, outcome);
+    return true;
+  }
+
+ private:
+  OutlierDetector& detector_;
+  const std::string variant_;
+  std::atomic<bool> reported_{false};
+};
+
+}  // namespace
+
+void Impl::start_probes() {
+  if (options.probe_interval <= std::chrono::steady_clock::duration::zero()) return;
+  probe_timer = std::make_unique<asio::steady_timer>(timers, options.probe_interval);
+  std::weak_ptr<Impl> weak = weak_from_this();
+  probe_timer->async_wait([weak](const boost::system::error_code& ec) {
+    if (ec) return;
+    if (auto self = weak.lock()) {
+      self->run_probes();
+      self->start_probes();
+    }
+  });
+}
+
+void Impl::run_probes() {
+  for (const auto& [name, worker] : workers) {
+    WorkerRequest req;
+    req.prompt = worker->model().tokenizer->encode("Hi", false);
+    req.options.max_tokens = 1;
+    req.options.sampling.temperature = 0.0f;
+    req.options.ignore_eos = true;
+    auto sink = std::make_shared<ProbeSink>(detector, name);
+    auto handle = worker->submit(std::move(req), sink);
+    if (!handle.ok()) {
+      sink->report(handle.error().code() == ErrorCode::kResourceExhausted ? Outcome::kOverloaded
+                                                                           : Outcome::kFailure);
+      continue;
+    }
+    auto timer = std::make_shared<asio::steady_timer>(timers, options.probe_timeout);
+    timer->async_wait([timer, sink, h = handle.value()](const boost::system::error_code& ec) {
+      if (ec) return;
+      if (sink->report(Outcome::kTimeout)) h->cancel();
+    });
+  }
+}
+
+RoutedCompletionService::RoutedCompletionService(
+    std::map<std::string, Worker*, std::less<>> workers, RoutingStore& store,
+    OutlierDetector& detector, RetryBudget& budget, RoutedServiceOptions options)
+    : impl_(std::make_shared<Impl>(std::move(workers), store, detector, budget, options)) {
+  impl_->timer_thread = std::thread([impl = impl_.get()] { impl->timers.run(); });
+  asio::post(impl_->timers, [impl = impl_] { impl->start_probes(); });
+}
+
+RoutedCompletionService::~RoutedCompletionService() {
+  impl_->work.reset();
+  impl_->timers.stop();
+  if (impl_->timer_thread.joinable()) impl_->timer_thread.join();
+}
+
+void RoutedCompletionService::handle(ApiRequest request, RequestMeta meta,
+                                     std::shared_ptr<CompletionResponder> responder) {
+  std::shared_ptr<const RoutingTable> table = impl_->store.current();
+  const Route* route = table->find(request.model);
+  if (route == nullptr) {
+    responder->fail(ApiError::model_not_found(request.model));
+    return;
+  }
+  RouteRequest rr;
+  rr.header = [&meta](std::string_view name) { return meta.header(name); };
+  rr.user = request.user;
+  rr.u01 = uniform_draw(impl_->options.seed, impl_->request_counter.fetch_add(1));
+  auto plan = plan_route(
+      *route, rr, [this](std::string_view v) { return impl_->detector.routable(v); },
+      impl_->budget.options().max_attempts);
+  if (!plan.ok()) {
+    if (plan.error().code() == ErrorCode::kInvalidArgument) {
+      responder->fail(ApiError::invalid_request(route->override_header, plan.error().message()));
+    } else {
+      responder->fail(ApiError::unavailable(plan.error().message()));
+    }
+    return;
+  }
+  auto state = std::make_shared<RequestState>(impl_, std::move(request), std::move(meta),
+                                               std::move(responder), std::move(table),
+                                               std::move(plan).value());
+  state->begin();
+}
+
+std::vector<ModelInfo> RoutedCompletionService::list_models() {
+  std::vector<ModelInfo> models;
+  for (const Route& r : impl_->store.current()->routes) models.push_back(ModelInfo{r.model});
+  return models;
+}
+
+std::map<std::string, VariantTraffic> RoutedCompletionService::traffic() const {
+  std::lock_guard lock(impl_->traffic_mu);
+  return impl_->traffic_by_variant;
+}
+
+}  // namespace qgate
