@@ -260,22 +260,33 @@ def test_split_shares_stickiness_and_moves(server):
 
 
 def test_live_split_changes_under_load(server):
+    prompts = ["Count: %d" % k for k in range(4)]
+    # Greedy output is the same batched or alone, so each (variant, prompt) has one right answer.
+    expected = {}
+    for v in VARIANTS:
+        for p in prompts:
+            _, r = chat(server, p, variant=v, max_tokens=8)
+            expected[v, p] = r.choices[0].message.content
     stop = threading.Event()
-    results = []
+    results, errors = [], []
 
     def client_loop(k):
         i = 0
-        while not stop.is_set():
-            stream = server.client.chat.completions.create(
-                model="smollm2", messages=[{"role": "user", "content": "Count: %d" % i}],
-                max_tokens=8, temperature=0, stream=True, user="load-%d-%d" % (k, i))
-            text, finish = "", None
-            for chunk in stream:
-                for c in chunk.choices:
-                    text += c.delta.content or ""
-                    finish = c.finish_reason or finish
-            results.append(finish)
-            i += 1
+        try:
+            while not stop.is_set():
+                raw = server.client.chat.completions.with_raw_response.create(
+                    model="smollm2", messages=[{"role": "user", "content": prompts[k]}],
+                    max_tokens=8, temperature=0, stream=True, user="load-%d-%d" % (k, i))
+                variant = raw.headers["x-qgate-variant"]
+                text, finish = "", None
+                for chunk in raw.parse():
+                    for c in chunk.choices:
+                        text += c.delta.content or ""
+                        finish = c.finish_reason or finish
+                results.append((variant, prompts[k], text, finish))
+                i += 1
+        except Exception as e:  # any non-2xx or broken stream
+            errors.append(repr(e))
 
     threads = [threading.Thread(target=client_loop, args=(k,)) for k in range(4)]
     for t in threads:
@@ -283,6 +294,10 @@ def test_live_split_changes_under_load(server):
     versions = []
     try:
         for j in range(100):
+            # Spread the changes over the streams: every 10 changes, wait for another stream to end.
+            deadline = time.time() + 60
+            while len(results) < j // 10 and time.time() < deadline and not errors:
+                time.sleep(0.01)
             if j % 10 == 9:
                 status, table = server.admin_call("POST", "/admin/rollback", {"to": "previous"})
             else:
@@ -295,8 +310,13 @@ def test_live_split_changes_under_load(server):
         stop.set()
         for t in threads:
             t.join()
-    # Any failure raised inside a client thread would have ended it early; every stream finished.
-    assert len(results) >= 4 and all(f in ("stop", "length") for f in results), results
+    assert errors == []
+    assert len(results) >= 8
+    for variant, prompt, text, finish in results:
+        assert finish in ("stop", "length")
+        # Not lost, not mixed up: each stream carries exactly its own prompt's answer.
+        assert text == expected[variant, prompt], (variant, prompt, text)
+    assert len({v for v, _, _, _ in results}) >= 2  # the changes really moved traffic
     assert versions == sorted(versions) and len(set(versions)) == 100
     status, hist = server.admin_call("GET", "/admin/history")
     assert hist["history"][-1]["version"] == versions[-1]
