@@ -125,12 +125,22 @@ Status validate_messages(std::span<const ChatMessage> messages) {
   return Status::Ok();
 }
 
-void append_chatml_turn(std::string& out, std::string_view role, std::string_view content) {
-  out.append(kImStart).append(role).append("\n").append(content).append(kImEnd).append("\n");
+// Appends to the last segment when it is of the same kind, so template text stays in one piece.
+void append(std::vector<ChatSegment>& out, std::string_view text, bool content) {
+  if (text.empty()) return;
+  if (out.empty() || out.back().message_content != content) out.push_back({"", content});
+  out.back().text.append(text);
 }
 
-void append_llama3_header(std::string& out, std::string_view role) {
-  out.append(kHeaderStart).append(role).append(kHeaderEnd).append("\n\n");
+void append_chatml_turn(std::vector<ChatSegment>& out, std::string_view role,
+                        std::string_view content, bool user_content) {
+  append(out, std::string(kImStart).append(role).append("\n"), false);
+  append(out, content, user_content);
+  append(out, std::string(kImEnd).append("\n"), false);
+}
+
+void append_llama3_header(std::vector<ChatSegment>& out, std::string_view role) {
+  append(out, std::string(kHeaderStart).append(role).append(kHeaderEnd).append("\n\n"), false);
 }
 
 }  // namespace
@@ -163,27 +173,38 @@ ChatTemplate ChatTemplate::llama3() {
   return t;
 }
 
-Result<std::string> ChatTemplate::render(std::span<const ChatMessage> messages,
-                                         bool add_generation_prompt) const {
+Result<std::vector<ChatSegment>> ChatTemplate::render_segments(
+    std::span<const ChatMessage> messages, bool add_generation_prompt) const {
   QGATE_TRY_STATUS(validate_messages(messages));
-  std::string out;
+  std::vector<ChatSegment> out;
   switch (format_) {
     case ChatFormat::kChatMl:
       if (default_system_ && messages.front().role != "system") {
-        append_chatml_turn(out, "system", *default_system_);
+        // The model's own default system prompt is template text, not user content.
+        append_chatml_turn(out, "system", *default_system_, false);
       }
-      for (const ChatMessage& m : messages) append_chatml_turn(out, m.role, m.content);
-      if (add_generation_prompt) out.append(kImStart).append("assistant\n");
+      for (const ChatMessage& m : messages) append_chatml_turn(out, m.role, m.content, true);
+      if (add_generation_prompt) append(out, std::string(kImStart).append("assistant\n"), false);
       break;
     case ChatFormat::kLlama3:
-      if (llama3_bos_) out.append(kBeginOfText);
+      if (llama3_bos_) append(out, kBeginOfText, false);
       for (const ChatMessage& m : messages) {
         append_llama3_header(out, m.role);
-        out.append(trim(m.content)).append(kEotId);
+        append(out, trim(m.content), true);
+        append(out, kEotId, false);
       }
       if (add_generation_prompt) append_llama3_header(out, "assistant");
       break;
   }
+  return out;
+}
+
+Result<std::string> ChatTemplate::render(std::span<const ChatMessage> messages,
+                                         bool add_generation_prompt) const {
+  QGATE_ASSIGN_OR_RETURN(std::vector<ChatSegment> segments,
+                         render_segments(messages, add_generation_prompt));
+  std::string out;
+  for (const ChatSegment& s : segments) out.append(s.text);
   return out;
 }
 

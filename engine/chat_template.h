@@ -22,6 +22,14 @@ enum class ChatFormat {
   kLlama3,  // <|start_header_id|>role<|end_header_id|>\n\ncontent<|eot_id|>
 };
 
+// A piece of a rendered prompt. Message contents come from users and must be tokenized as plain
+// text; only the template's own text may turn into special tokens ("<|im_end|>" typed by a user
+// must not end their turn).
+struct ChatSegment {
+  std::string text;
+  bool message_content = false;
+};
+
 class ChatTemplate {
  public:
   // Picks the format from a Jinja template source. Recognizes the default system prompt that the
@@ -33,6 +41,9 @@ class ChatTemplate {
   // Roles must be system/user/assistant, a system message only first; otherwise InvalidArgument.
   Result<std::string> render(std::span<const ChatMessage> messages,
                              bool add_generation_prompt = true) const;
+  // The same text as render(), split into template text and message contents.
+  Result<std::vector<ChatSegment>> render_segments(std::span<const ChatMessage> messages,
+                                                   bool add_generation_prompt = true) const;
   ChatFormat format() const { return format_; }
   const std::optional<std::string>& default_system() const { return default_system_; }
   // Text that marks the end of an assistant turn ("<|im_end|>", "<|eot_id|>").

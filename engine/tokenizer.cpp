@@ -428,6 +428,22 @@ void Tokenizer::Impl::encode_text(std::string_view text, std::vector<int32_t>& o
 }
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool parse_special) const {
+  return encode_impl(text, [parse_special](size_t, size_t) { return parse_special; });
+}
+
+std::vector<int32_t> Tokenizer::encode_with_plain_ranges(
+    std::string_view text, std::span<const std::pair<size_t, size_t>> plain_ranges) const {
+  // A special token may match only where it overlaps no plain range.
+  return encode_impl(text, [plain_ranges](size_t begin, size_t end) {
+    for (const auto& [b, e] : plain_ranges) {
+      if (begin < e && b < end) return false;
+    }
+    return true;
+  });
+}
+
+std::vector<int32_t> Tokenizer::encode_impl(
+    std::string_view text, const std::function<bool(size_t, size_t)>& special_allowed) const {
   std::vector<int32_t> out;
   out.reserve(text.size() / 3 + 4);
   size_t seg_start = 0;
@@ -438,8 +454,8 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool parse_special
       const AddedToken& t = impl_->added[k];
       // Like HF and llama.cpp, only control tokens become plain text without parse_special;
       // user-defined tokens are part of the vocabulary's segmentation and always match.
-      if (t.special && !parse_special) continue;
       if (text.compare(pos, t.text.size(), t.text) == 0) {
+        if (t.special && !special_allowed(pos, pos + t.text.size())) continue;
         match = &t;  // candidates are longest first
         break;
       }

@@ -6,11 +6,13 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "kernels/status.h"
@@ -40,6 +42,10 @@ class Tokenizer {
   // to those tokens; otherwise it is encoded as ordinary text. User-defined (non-special added)
   // tokens always match, as in HF tokenizers and llama.cpp.
   std::vector<int32_t> encode(std::string_view text, bool parse_special = true) const;
+  // Like encode(text, true), except that control tokens are not recognized where they would
+  // overlap one of `plain_ranges` (byte offsets [begin, end)): text a user typed there stays text.
+  std::vector<int32_t> encode_with_plain_ranges(
+      std::string_view text, std::span<const std::pair<size_t, size_t>> plain_ranges) const;
   // Concatenated bytes of the tokens (byte-level tokens mapped back to raw bytes). Special tokens
   // are included as their text unless skip_special.
   std::string decode(std::span<const int32_t> ids, bool skip_special = false) const;
@@ -65,6 +71,9 @@ class Tokenizer {
  private:
   struct Impl;
   explicit Tokenizer(std::unique_ptr<Impl> impl);
+  // special_allowed(begin, end): may a control token spanning [begin, end) match there?
+  std::vector<int32_t> encode_impl(std::string_view text,
+                                   const std::function<bool(size_t, size_t)>& special_allowed) const;
   std::unique_ptr<Impl> impl_;
 };
 

@@ -10,6 +10,8 @@
 #include <mutex>
 #include <thread>
 
+#include "engine/chat_prompt.h"
+#include "engine/tokenizer.h"
 #include "policies/router.h"
 
 namespace qgate {
@@ -247,9 +249,8 @@ class RequestState : public std::enable_shared_from_this<RequestState> {
     if (request_.endpoint == ApiEndpoint::kCompletions) {
       return model.tokenizer->encode(request_.prompt, /*parse_special=*/false);
     }
-    auto rendered = model.chat_template.render(request_.messages, /*add_generation_prompt=*/true);
-    if (!rendered.ok()) return rendered.error();
-    return model.tokenizer->encode(rendered.value(), /*parse_special=*/true);
+    // Message contents are encoded as plain text: typed special tokens must not forge turns.
+    return encode_chat(model.chat_template, *model.tokenizer, request_.messages);
   }
 
   void start_response() {
