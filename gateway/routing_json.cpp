@@ -1,6 +1,9 @@
 // Route <-> JSON. See routing_json.h.
 #include "gateway/routing_json.h"
 
+#include <cmath>
+#include <cstdint>
+
 #include <boost/json.hpp>
 #include <string>
 
@@ -50,7 +53,14 @@ Status check_keys(const json::object& o, std::initializer_list<std::string_view>
 
 json::object route_to_json(const Route& route) {
   json::object weights;
-  for (const auto& w : route.weights) weights[w.variant] = w.weight;
+  for (const auto& w : route.weights) {
+    // Whole weights (the usual 80/10/10) print as integers, not Boost.JSON's 8E1.
+    if (w.weight == std::floor(w.weight) && std::abs(w.weight) < 9.0e15) {
+      weights[w.variant] = static_cast<int64_t>(w.weight);
+    } else {
+      weights[w.variant] = w.weight;
+    }
+  }
   json::array fallback;
   for (const auto& f : route.fallback) fallback.emplace_back(f);
   json::object sticky;

@@ -217,7 +217,7 @@ TEST_F(RoutingStoreTest, ACorruptStateFileFailsClearlyAndIsNotReset) {
       {"[]", "the top level must be an object"},
       {edit("\"qgate-routing-state\"", "\"other\""), "format: must be \"qgate-routing-state\""},
       {edit("\"format_version\":1", "\"format_version\":9"), "format_version: must be 1"},
-      {edit("\"fp16\":8E1", "\"fp16\":\"lots\""),
+      {edit("\"fp16\":80", "\"fp16\":\"lots\""),
        "versions[0].routes[0].weights.fp16: must be a number"},
       {edit("\"current\":1", "\"current\":7"), "current: must equal the last version (1)"},
       {edit("\"who\":\"config\"", "\"who\":3"), "history[0].who: must be a string"},
