@@ -134,15 +134,7 @@ void add_admin_routes(HttpRouter& router, AdminApiContext context) {
 
   router.add_simple(http::verb::get, "/admin/history", guarded([c](const HttpRequest&) {
     json::array arr;
-    for (const RoutingChange& ch : c->store->history()) {
-      json::object o;
-      o["version"] = ch.version;
-      o["who"] = ch.who;
-      o["when_unix_ms"] = ch.when_unix_ms;
-      o["action"] = ch.action;
-      o["what"] = ch.what;
-      arr.push_back(std::move(o));
-    }
+    for (const RoutingChange& ch : c->store->history()) arr.push_back(routing_change_to_json(ch));
     json::object o;
     o["history"] = std::move(arr);
     return json_response(o);

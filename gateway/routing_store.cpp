@@ -76,7 +76,9 @@ Status write_atomically(const fs::path& dir, std::string_view data) {
   return Status::Ok();
 }
 
-json::object change_to_json(const RoutingChange& c) {
+}  // namespace
+
+json::object routing_change_to_json(const RoutingChange& c) {
   json::object o;
   o["version"] = c.version;
   o["who"] = c.who;
@@ -85,6 +87,8 @@ json::object change_to_json(const RoutingChange& c) {
   o["what"] = c.what;
   return o;
 }
+
+namespace {
 
 Result<RoutingChange> change_from_json(const json::value& v, const std::string& path) {
   const json::object* o = v.if_object();
@@ -138,7 +142,7 @@ Status RoutingStore::persist_locked(const State& state) const {
   json::array versions;
   for (const auto& t : state.versions) versions.emplace_back(routing_table_to_json(*t));
   json::array history;
-  for (const auto& c : state.history) history.emplace_back(change_to_json(c));
+  for (const auto& c : state.history) history.emplace_back(routing_change_to_json(c));
   json::array drained;
   for (const auto& d : state.drained) drained.emplace_back(d);
   json::object root;

@@ -21,6 +21,7 @@
 #pragma once
 
 #include <atomic>
+#include <boost/json/object.hpp>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -43,6 +44,9 @@ struct RoutingChange {
   std::string what;    // human-readable detail, e.g. "smollm2: smollm2-fp16=70 ..."
   bool operator==(const RoutingChange&) const = default;
 };
+
+// {"version", "who", "when_unix_ms", "action", "what"}: the state file's and the admin API's form.
+boost::json::object routing_change_to_json(const RoutingChange& change);
 
 struct RoutingStoreOptions {
   std::filesystem::path dir;             // created if missing
