@@ -6,7 +6,9 @@
 #include <cstdlib>
 #include <filesystem>
 #include <string>
+#include <vector>
 
+#include "engine/generator.h"
 #include "engine/model_loader.h"
 
 namespace qgate::testing {
@@ -31,6 +33,21 @@ inline const LoadedModel* real_model() {
     return new LoadedModel(std::move(r).value());
   }();
   return loaded;
+}
+
+// The ids of a one-turn chat prompt, rendered and encoded as the CLI does.
+inline std::vector<int32_t> chat_prompt(const LoadedModel& m, const std::string& user) {
+  std::vector<ChatMessage> msgs = {{"user", user}};
+  auto text = m.chat_template.render(msgs, true);
+  EXPECT_TRUE(text.ok());
+  return m.tokenizer->encode(text.value());
+}
+
+inline GenerationOptions greedy(int64_t max_tokens) {
+  GenerationOptions o;
+  o.max_tokens = max_tokens;
+  o.sampling.temperature = 0.0f;
+  return o;
 }
 
 }  // namespace qgate::testing

@@ -13,19 +13,8 @@
 namespace qgate {
 namespace {
 
-std::vector<int32_t> chat_prompt(const LoadedModel& m, const std::string& user) {
-  std::vector<ChatMessage> msgs = {{"user", user}};
-  auto text = m.chat_template.render(msgs, true);
-  EXPECT_TRUE(text.ok());
-  return m.tokenizer->encode(text.value());
-}
-
-GenerationOptions greedy(int64_t max_tokens) {
-  GenerationOptions o;
-  o.max_tokens = max_tokens;
-  o.sampling.temperature = 0.0f;
-  return o;
-}
+using testing::chat_prompt;
+using testing::greedy;
 
 bool valid_utf8(std::string_view s) {
   size_t i = 0;
