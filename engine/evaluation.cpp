@@ -6,33 +6,12 @@
 #include <memory>
 
 #include "engine/llama_model.h"
+#include "engine/log_softmax.h"
 #include "kernels/cpu/thread_pool.h"
 
 namespace qgate {
 
 namespace {
-
-// log-softmax statistics of one row: max and log-sum-exp, in double for stable sums over 49k.
-struct RowStats {
-  float max = 0;
-  double log_z = 0;  // log sum exp(x - max)
-  int32_t argmax = 0;
-};
-
-RowStats row_stats(std::span<const float> x) {
-  RowStats s;
-  const auto it = std::max_element(x.begin(), x.end());
-  s.max = *it;
-  s.argmax = static_cast<int32_t>(it - x.begin());
-  double z = 0;
-  for (float v : x) z += std::exp(static_cast<double>(v - s.max));
-  s.log_z = std::log(z);
-  return s;
-}
-
-double log_prob(std::span<const float> x, const RowStats& s, int32_t token) {
-  return static_cast<double>(x[static_cast<size_t>(token)] - s.max) - s.log_z;
-}
 
 // KL(p || q) with p, q the softmaxes of rows a (baseline) and b.
 double kl_divergence(std::span<const float> a, const RowStats& sa, std::span<const float> b,
