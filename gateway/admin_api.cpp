@@ -208,6 +208,18 @@ void add_admin_routes(HttpRouter& router, AdminApiContext context) {
   router.add_simple(http::verb::post, "/admin/drain", guarded(drain_handler(true)));
   router.add_simple(http::verb::post, "/admin/enable", guarded(drain_handler(false)));
 
+  router.add_simple(http::verb::post, "/admin/quality/reload", guarded([c](const HttpRequest&) {
+    if (!c->reload_quality) {
+      return error_response(make_error(ErrorCode::kNotFound,
+                                       "no eval results file is configured (quality.eval_results)"));
+    }
+    auto body = c->reload_quality();
+    if (!body.ok()) return error_response(body.error());
+    HttpResponse r;
+    r.body = std::move(body).value();
+    return r;
+  }));
+
   if (c->allow_faults) {
     router.add_simple(http::verb::post, "/admin/fault", guarded([c](const HttpRequest& req) {
       auto body = body_object(req);

@@ -11,6 +11,8 @@
 //                         | {"to": "baseline", "model": "smollm2"}   (model optional: all routes)
 //   POST /admin/drain     {"variant": "smollm2-gptq"}
 //   POST /admin/enable    {"variant": "smollm2-gptq"}
+//   POST /admin/quality/reload              re-reads the configured `qgate eval` results into the
+//                                         qgate_eval_* gauges: {"variants": [...], "unmatched": [...]}
 //   POST /admin/fault     {"variant": "...", "fault": "none|fail|hang|overload"}  (only when the
 //                         server was started with test faults enabled; 404 otherwise)
 // Changes answer with the new table (or the variant's state). The actor recorded in the history
@@ -19,6 +21,7 @@
 // Threading: handlers are synchronous and quick (a store write is one small fsync'd file).
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -38,6 +41,9 @@ struct AdminApiContext {
   RoutedCompletionService* service = nullptr;
   std::map<std::string, Worker*, std::less<>> workers;
   bool allow_faults = false;
+  // Re-reads the offline eval results and publishes them; the answer body on success. Unset: the
+  // route answers 404 (no results file configured).
+  std::function<Result<std::string>()> reload_quality;
 };
 
 void add_admin_routes(HttpRouter& router, AdminApiContext context);

@@ -14,11 +14,16 @@
 #include "engine/model_loader.h"
 #include "engine/worker.h"
 #include "gateway/admin_api.h"
+#include "gateway/eval_results.h"
+#include "gateway/feedback_api.h"
+#include "gateway/gateway_metrics.h"
 #include "gateway/http_server.h"
 #include "gateway/openai_routes.h"
 #include "gateway/routed_service.h"
 #include "gateway/routing_store.h"
 #include "gateway/serve_config.h"
+#include "gateway/serving_state_metrics.h"
+#include "gateway/shadow_scorer.h"
 #include "policies/outlier_detector.h"
 #include "policies/retry_budget.h"
 
@@ -87,6 +92,7 @@ int run_serve(const ServeArgs& a) {
 
   std::vector<std::unique_ptr<Worker>> workers;
   std::map<std::string, Worker*, std::less<>> by_name;
+  std::map<std::string, WorkerDescription, std::less<>> described;
   for (const VariantConfig& v : cfg.variants) {
     if (v.device != "cpu") {
       spdlog::error("variant {}: device {} is not available in this build (cpu only)", v.name,
@@ -109,6 +115,7 @@ int run_serve(const ServeArgs& a) {
     spdlog::info("variant {}: {} ({}, {:.0f} MB of weights)", v.name, v.model.string(), describe,
                  weight_mb);
     by_name.emplace(v.name, worker.value().get());
+    described.emplace(v.name, WorkerDescription{worker.value().get(), v.device, describe});
     workers.push_back(std::move(worker).value());
   }
 
@@ -125,12 +132,84 @@ int run_serve(const ServeArgs& a) {
   for (const std::string& v : store.value()->drained()) detector.set_drained(v, true);
   RetryBudget budget(cfg.retry);
 
+  // Observability (docs/METRICS.md): recorded metrics, scrape-time collectors, offline eval
+  // gauges, the shadow scorer and the response index behind POST /v1/feedback.
+  GatewayMetrics metrics;
+  {
+    RoutingStore* s = store.value().get();
+    metrics.add_collector([s] { return routing_table_metrics(*s->current()); });
+    metrics.add_collector([&detector, names = cfg.variant_names()] {
+      return variant_health_metrics(detector, names);
+    });
+    metrics.add_collector([&described] { return worker_metrics(described); });
+  }
+  auto reload_quality = [&metrics, &cfg]() -> Result<std::string> {
+    QGATE_ASSIGN_OR_RETURN(MatchedEvalResults r,
+                           load_eval_results(cfg.quality.eval_results, cfg.variants));
+    const double now = std::chrono::duration<double>(
+                           std::chrono::system_clock::now().time_since_epoch()).count();
+    metrics.set_eval_results(r.variants, now);
+    boost::json::object o;
+    boost::json::array matched;
+    for (const VariantEvalMetrics& m : r.variants) matched.push_back(boost::json::value(m.variant));
+    boost::json::array unmatched;
+    for (const std::string& m : r.unmatched_models) unmatched.push_back(boost::json::value(m));
+    o["variants"] = std::move(matched);
+    o["unmatched"] = std::move(unmatched);
+    return boost::json::serialize(o);
+  };
+  if (!cfg.quality.eval_results.empty()) {
+    std::error_code ec;
+    if (std::filesystem::exists(cfg.quality.eval_results, ec)) {
+      auto loaded = reload_quality();
+      if (!loaded.ok()) {
+        // Stale or broken quality numbers must not keep the server down; say so and go on.
+        spdlog::warn("quality.eval_results: {}", loaded.error().message());
+      } else {
+        spdlog::info("offline eval results from {}: {}", cfg.quality.eval_results.string(),
+                     loaded.value());
+      }
+    } else {
+      spdlog::info("quality.eval_results {} does not exist yet; POST /admin/quality/reload once "
+                   "it does", cfg.quality.eval_results.string());
+    }
+  }
+  ResponseIndex responses(static_cast<size_t>(cfg.feedback.max_tracked_responses));
+  std::unique_ptr<ShadowScorer> shadow;
+  if (cfg.shadow.sample_ratio > 0) {
+    ShadowScorerOptions so;
+    so.queue_capacity = static_cast<size_t>(cfg.shadow.queue_capacity);
+    so.threads = cfg.shadow.threads;
+    shadow = std::make_unique<ShadowScorer>(
+        so, [&metrics](const ShadowJob& job, const Result<ContinuationScore>& score) {
+          if (score.ok()) {
+            metrics.shadow_scored(job.route, job.variant, score.value().token_nll,
+                                  score.value().top1_agreements);
+          } else if (score.error().code() != ErrorCode::kCancelled) {
+            spdlog::warn("shadow scoring of a {} response failed: {}", job.variant,
+                         score.error().to_string());
+            metrics.shadow_outcome(job.route, job.variant, "error");
+          }
+        });
+    metrics.add_collector([s = shadow.get()] {
+      auto depth = gauge_family("qgate_shadow_queue_depth", "Responses waiting to be scored");
+      add_sample(depth, {}, static_cast<double>(s->queue_depth()));
+      return std::vector<prometheus::MetricFamily>{std::move(depth)};
+    });
+  }
+
   RoutedServiceOptions ro;
   ro.first_byte_timeout = cfg.http.first_byte_timeout;
   ro.probe_interval = cfg.health.probe_interval;
   ro.probe_timeout = cfg.health.probe_timeout;
+  ServiceTelemetry telemetry;
+  telemetry.metrics = &metrics;
+  telemetry.responses = &responses;
+  telemetry.shadow = shadow.get();
+  telemetry.shadow_sample_ratio = cfg.shadow.sample_ratio;
+  telemetry.shadow_include_baseline = cfg.shadow.include_baseline;
   auto service = std::make_shared<RoutedCompletionService>(by_name, *store.value(), detector,
-                                                           budget, ro);
+                                                           budget, ro, telemetry);
 
   // /readyz: ready while some variant can take traffic.
   auto ready = [&detector, &by_name](const HttpRequest&) {
@@ -153,6 +232,7 @@ int run_serve(const ServeArgs& a) {
 
   HttpRouter api_router;
   add_openai_routes(api_router, service);
+  add_feedback_route(api_router, responses, metrics);
   api_router.add_simple(boost::beast::http::verb::get, "/healthz", alive);
   api_router.add_simple(boost::beast::http::verb::get, "/readyz", ready);
   HttpServerOptions api_opts;
@@ -174,7 +254,17 @@ int run_serve(const ServeArgs& a) {
   ac.service = service.get();
   ac.workers = by_name;
   ac.allow_faults = a.enable_test_faults;
+  if (!cfg.quality.eval_results.empty()) ac.reload_quality = reload_quality;
   add_admin_routes(admin_router, ac);
+  // Unauthenticated like /healthz: scrapers should not need the admin secret, and the admin
+  // listener is where operators already limit who can connect.
+  admin_router.add_simple(boost::beast::http::verb::get, "/metrics",
+                          [&metrics](const HttpRequest&) {
+                            HttpResponse r;
+                            r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+                            r.body = metrics.serialize();
+                            return r;
+                          });
   admin_router.add_simple(boost::beast::http::verb::get, "/healthz", alive);
   HttpServerOptions admin_opts;
   admin_opts.name = "admin";
@@ -206,6 +296,7 @@ int run_serve(const ServeArgs& a) {
   api.value()->shutdown(cfg.http.shutdown_grace);
   admin.value()->shutdown(std::chrono::seconds(1));
   service.reset();
+  if (shadow) shadow->stop();  // queued scores would only delay the exit
   workers.clear();  // ends whatever is still queued with Cancelled
   spdlog::info("stopped");
   return 0;

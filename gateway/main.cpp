@@ -14,7 +14,7 @@ int main(int argc, char** argv) {
   spdlog::set_pattern("%^[%L]%$ %v");
   CLI::App app{"qgate: serve, compare and roll out quantized variants of an LLM"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "qgate 0.1.0");
+  app.set_version_flag("--version", "qgate " QGATE_VERSION);
   int exit_code = 0;
   qgate::add_generate_commands(app, exit_code);
   qgate::add_eval_command(app, exit_code);

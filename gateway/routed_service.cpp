@@ -45,6 +45,7 @@ struct RoutedCompletionService::Impl : std::enable_shared_from_this<Impl> {
   OutlierDetector& detector;
   RetryBudget& budget;
   RoutedServiceOptions options;
+  ServiceTelemetry telemetry;
   std::atomic<uint64_t> request_counter{0};
 
   asio::io_context timers;
@@ -56,8 +57,8 @@ struct RoutedCompletionService::Impl : std::enable_shared_from_this<Impl> {
   std::map<std::string, VariantTraffic> traffic_by_variant;  // guarded by traffic_mu
 
   Impl(std::map<std::string, Worker*, std::less<>> w, RoutingStore& s, OutlierDetector& d,
-       RetryBudget& b, RoutedServiceOptions o)
-      : workers(std::move(w)), store(s), detector(d), budget(b), options(o) {}
+       RetryBudget& b, RoutedServiceOptions o, ServiceTelemetry t)
+      : workers(std::move(w)), store(s), detector(d), budget(b), options(o), telemetry(t) {}
 
   void count(const std::string& variant, uint64_t VariantTraffic::*field) {
     std::lock_guard lock(traffic_mu);
@@ -77,14 +78,18 @@ class RequestState : public std::enable_shared_from_this<RequestState> {
  public:
   RequestState(std::shared_ptr<Impl> impl, ApiRequest request, RequestMeta meta,
                std::shared_ptr<CompletionResponder> out, std::shared_ptr<const RoutingTable> table,
-               RoutePlan plan)
+               RoutePlan plan, bool shadow_sampled)
       : impl_(std::move(impl)),
         request_(std::move(request)),
         meta_(std::move(meta)),
         out_(std::move(out)),
         table_(std::move(table)),
         plan_(std::move(plan)),
-        request_token_(impl_->budget.start_request()) {}
+        request_token_(impl_->budget.start_request()),
+        metrics_(impl_->telemetry.metrics),
+        route_(request_.model),
+        shadow_sampled_(shadow_sampled),
+        accepted_at_(std::chrono::steady_clock::now()) {}
 
   void begin() {
     auto self = shared_from_this();
@@ -93,10 +98,11 @@ class RequestState : public std::enable_shared_from_this<RequestState> {
     try_next(lock, ApiError::unavailable("no variant available"));
   }
 
-  void on_text(uint64_t attempt, std::string_view piece) {
+  void on_text(uint64_t attempt, std::string_view piece, int64_t tokens_so_far) {
     std::lock_guard lock(mu_);
     if (attempt != attempt_ || done_) return;
     if (!started_) start_response();
+    record_tokens_arrived(tokens_so_far);
     out_->text(piece);
   }
 
@@ -105,7 +111,10 @@ class RequestState : public std::enable_shared_from_this<RequestState> {
     if (attempt != attempt_ || done_) return;
     done_ = true;
     cancel_timer();
-    if (summary.finish_reason == FinishReason::kCancelled && cancelled_) return;  // client gone
+    if (summary.finish_reason == FinishReason::kCancelled && cancelled_) {
+      finished(kClientClosedRequest);
+      return;
+    }
     admission_.report(Outcome::kSuccess);
     impl_->count(variant_, &VariantTraffic::served);
     if (!started_) start_response();
@@ -113,7 +122,18 @@ class RequestState : public std::enable_shared_from_this<RequestState> {
     info.finish_reason = summary.finish_reason;
     info.prompt_tokens = summary.prompt_tokens;
     info.completion_tokens = static_cast<int64_t>(summary.tokens.size());
+    // Tokens whose text never came (held back, or an end-of-turn token) still arrived now.
+    record_tokens_arrived(info.completion_tokens);
     out_->finish(info);
+    if (metrics_ != nullptr) {
+      metrics_->request_duration(route_, variant_, seconds_since_accepted());
+      metrics_->tokens(route_, variant_, info.prompt_tokens, info.completion_tokens);
+    }
+    finished(200);
+    if (impl_->telemetry.responses != nullptr) {
+      impl_->telemetry.responses->remember(meta_.id, AnsweredBy{route_, variant_});
+    }
+    offer_shadow(summary);
   }
 
   void on_error(uint64_t attempt, const Error& error) {
@@ -126,10 +146,14 @@ class RequestState : public std::enable_shared_from_this<RequestState> {
     if (started_) {
       // Bytes already went out: the client sees an SSE error event, never a silent truncation.
       done_ = true;
-      out_->error_after_start(
-          ApiError::internal("variant " + variant_ + " failed mid-response: " + error.message()));
+      attempt_failed(AttemptFailure::kMidStream);
+      const ApiError e =
+          ApiError::internal("variant " + variant_ + " failed mid-response: " + error.message());
+      out_->error_after_start(e);
+      finished(e.status);
       return;
     }
+    attempt_failed(AttemptFailure::kEngine);
     spdlog::warn("request {}: variant {} failed before the first byte ({}); falling back",
                  meta_.id, variant_, error.to_string());
     try_next(lock, ApiError::internal("variant " + variant_ + ": " + error.message()));
@@ -153,6 +177,7 @@ class RequestState : public std::enable_shared_from_this<RequestState> {
     if (attempt != attempt_ || done_ || started_) return;
     admission_.report(Outcome::kTimeout);
     impl_->count(variant_, &VariantTraffic::failures);
+    attempt_failed(AttemptFailure::kTimeout);
     handle = std::move(handle_);
     const std::string variant = variant_;
     spdlog::warn("request {}: variant {} sent nothing within the first-byte timeout; falling back",
@@ -170,23 +195,26 @@ class RequestState : public std::enable_shared_from_this<RequestState> {
     while (true) {
       if (cancelled_) {
         done_ = true;
+        finished(kClientClosedRequest);
         return;
       }
       if (next_ >= plan_.attempts.size()) {
-        done_ = true;
-        out_->fail(exhausted_error(last));
+        fail_request(exhausted_error(last));
         return;
       }
       if (next_ > 0) {
         retry_token_ = impl_->budget.try_start_retry();
         if (!retry_token_) {
-          done_ = true;
-          out_->fail(exhausted_error(last));
+          fail_request(exhausted_error(last));
           return;
         }
         if (!variant_.empty()) impl_->count(variant_, &VariantTraffic::fallbacks_from);
       }
+      const std::string previous = variant_;
       variant_ = plan_.attempts[next_++];
+      if (!previous.empty() && metrics_ != nullptr) {
+        metrics_->fallback(route_, previous, variant_, last_failure_);
+      }
       const auto it = impl_->workers.find(variant_);
       // The store validates every route against the configured variants, which all have workers.
       QGATE_CHECK(it != impl_->workers.end(), "routed to a variant without a worker");
@@ -194,16 +222,17 @@ class RequestState : public std::enable_shared_from_this<RequestState> {
       admission_ = impl_->detector.admit(variant_);
       if (!admission_) {
         last = ApiError::unavailable("variant " + variant_ + " is ejected or draining");
+        last_failure_ = AttemptFailure::kUnavailable;
         continue;
       }
       auto prompt = build_prompt(worker.model());
       if (!prompt.ok()) {
-        done_ = true;
-        out_->fail(ApiError::from_error(prompt.error(), "messages"));
+        fail_request(ApiError::from_error(prompt.error(), "messages"));
         return;
       }
       WorkerRequest wr;
       wr.prompt = std::move(prompt).value();
+      if (shadow_sampled_) prompt_ = wr.prompt;
       wr.options = request_.options;
       const uint64_t attempt = ++attempt_;
       auto sink = make_sink(attempt);
@@ -230,16 +259,17 @@ class RequestState : public std::enable_shared_from_this<RequestState> {
       const Error& e = submitted.error();
       if (e.code() == ErrorCode::kInvalidArgument || e.code() == ErrorCode::kOutOfRange) {
         // The request itself cannot be served (e.g. longer than the context): no variant would.
-        done_ = true;
-        out_->fail(ApiError::from_error(e, e.code() == ErrorCode::kOutOfRange ? "messages" : ""));
+        fail_request(ApiError::from_error(e, e.code() == ErrorCode::kOutOfRange ? "messages" : ""));
         return;
       }
       if (e.code() == ErrorCode::kResourceExhausted) {
         admission_.report(Outcome::kOverloaded);
         last = ApiError::overloaded("variant " + variant_ + " is overloaded: " + e.message());
+        attempt_failed(AttemptFailure::kOverloaded);
       } else {
         admission_.report(Outcome::kFailure);
         last = ApiError::internal("variant " + variant_ + ": " + e.message());
+        attempt_failed(AttemptFailure::kEngine);
       }
       impl_->count(variant_, &VariantTraffic::failures);
     }
@@ -282,11 +312,86 @@ class RequestState : public std::enable_shared_from_this<RequestState> {
     asio::post(impl_->timers, [timer] { timer->cancel(); });
   }
 
+  // nginx's "client closed request": the label for requests the client abandoned.
+  static constexpr unsigned kClientClosedRequest = 499;
+
+  // --- telemetry; all called with mu_ held.
+  double seconds_since_accepted() const {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - accepted_at_).count();
+  }
+
+  // Exactly once per request, with the status the client saw (or 499).
+  void finished(unsigned status) {
+    if (reported_ || metrics_ == nullptr) return;
+    reported_ = true;
+    metrics_->request_finished(route_, variant_.empty() ? "none" : variant_, status);
+  }
+
+  void fail_request(const ApiError& error) {
+    done_ = true;
+    out_->fail(error);
+    finished(error.status);
+  }
+
+  void attempt_failed(AttemptFailure kind) {
+    last_failure_ = kind;
+    if (metrics_ != nullptr) metrics_->attempt_failed(route_, variant_, kind);
+  }
+
+  // Time to first token on the first arrival; later arrivals of n tokens after dt each observe
+  // dt / n as the inter-token gap, n times (tokens that came together share the gap evenly).
+  void record_tokens_arrived(int64_t tokens_so_far) {
+    const auto now = std::chrono::steady_clock::now();
+    if (metrics_ == nullptr) return;
+    if (tokens_seen_ == 0) {
+      if (tokens_so_far <= 0) return;
+      metrics_->time_to_first_token(route_, variant_, seconds_since_accepted());
+    } else if (tokens_so_far > tokens_seen_) {
+      const int64_t n = tokens_so_far - tokens_seen_;
+      const double dt = std::chrono::duration<double>(now - last_token_at_).count();
+      metrics_->inter_token_latency(route_, variant_, dt / static_cast<double>(n), n);
+    } else {
+      return;
+    }
+    tokens_seen_ = tokens_so_far;
+    last_token_at_ = now;
+  }
+
+  // Hands a sampled response to the shadow scorer: the route's baseline re-scores it off the
+  // request path. Never blocks; a full queue is a counted drop.
+  void offer_shadow(const GenerationSummary& summary) {
+    const ServiceTelemetry& t = impl_->telemetry;
+    if (!shadow_sampled_ || t.shadow == nullptr || summary.tokens.empty()) return;
+    const Route* route = table_->find(route_);
+    if (route == nullptr) return;
+    if (variant_ == route->baseline && !t.shadow_include_baseline) return;
+    const auto baseline = impl_->workers.find(route->baseline);
+    const auto served = impl_->workers.find(variant_);
+    if (baseline == impl_->workers.end() || served == impl_->workers.end()) return;
+    const LoadedModel& bm = baseline->second->model();
+    if (bm.model->config().vocab_size != served->second->model().model->config().vocab_size) {
+      // Token ids only mean the same thing under one vocabulary.
+      if (metrics_ != nullptr) metrics_->shadow_outcome(route_, variant_, "error");
+      return;
+    }
+    ShadowJob job;
+    job.route = route_;
+    job.variant = variant_;
+    job.baseline = bm.model;
+    job.prompt = std::move(prompt_);
+    job.completion = summary.tokens;
+    if (!t.shadow->offer(std::move(job)) && metrics_ != nullptr) {
+      metrics_->shadow_outcome(route_, variant_, "dropped");
+    }
+  }
+
   class Sink : public GenerationSink {
    public:
     Sink(std::shared_ptr<RequestState> state, uint64_t attempt)
         : state_(std::move(state)), attempt_(attempt) {}
-    void on_text(std::string_view piece, int64_t) override { state_->on_text(attempt_, piece); }
+    void on_text(std::string_view piece, int64_t tokens_so_far) override {
+      state_->on_text(attempt_, piece, tokens_so_far);
+    }
     void on_finish(const GenerationSummary& s) override { state_->on_finish(attempt_, s); }
     void on_error(const Error& e) override { state_->on_error(attempt_, e); }
 
@@ -306,6 +411,10 @@ class RequestState : public std::enable_shared_from_this<RequestState> {
   const std::shared_ptr<const RoutingTable> table_;  // the version this request started with
   const RoutePlan plan_;
   RetryBudget::Token request_token_;
+  GatewayMetrics* const metrics_;
+  const std::string route_;
+  const bool shadow_sampled_;
+  const std::chrono::steady_clock::time_point accepted_at_;
 
   std::mutex mu_;  // guards everything below
   RetryBudget::Token retry_token_;
@@ -318,6 +427,11 @@ class RequestState : public std::enable_shared_from_this<RequestState> {
   bool started_ = false;
   bool done_ = false;
   bool cancelled_ = false;
+  bool reported_ = false;                         // finished() ran
+  AttemptFailure last_failure_ = AttemptFailure::kEngine;  // why the previous attempt failed
+  int64_t tokens_seen_ = 0;                        // of the attempt that started the response
+  std::chrono::steady_clock::time_point last_token_at_{};
+  std::vector<int32_t> prompt_;                    // kept only when sampled for shadow scoring
 };
 
 // One active probe: a one-token greedy generation; its outcome goes to the detector once.
@@ -382,8 +496,10 @@ void Impl::run_probes() {
 
 RoutedCompletionService::RoutedCompletionService(
     std::map<std::string, Worker*, std::less<>> workers, RoutingStore& store,
-    OutlierDetector& detector, RetryBudget& budget, RoutedServiceOptions options)
-    : impl_(std::make_shared<Impl>(std::move(workers), store, detector, budget, options)) {
+    OutlierDetector& detector, RetryBudget& budget, RoutedServiceOptions options,
+    ServiceTelemetry telemetry)
+    : impl_(std::make_shared<Impl>(std::move(workers), store, detector, budget, options,
+                                   telemetry)) {
   impl_->timer_thread = std::thread([impl = impl_.get()] { impl->timers.run(); });
   asio::post(impl_->timers, [impl = impl_] { impl->start_probes(); });
 }
@@ -398,28 +514,37 @@ void RoutedCompletionService::handle(ApiRequest request, RequestMeta meta,
                                      std::shared_ptr<CompletionResponder> responder) {
   std::shared_ptr<const RoutingTable> table = impl_->store.current();
   const Route* route = table->find(request.model);
+  GatewayMetrics* metrics = impl_->telemetry.metrics;
   if (route == nullptr) {
+    // Not the requested name: clients must not be able to grow the label space.
+    if (metrics != nullptr) metrics->request_finished("unknown", "none", 404);
     responder->fail(ApiError::model_not_found(request.model));
     return;
   }
   RouteRequest rr;
   rr.header = [&meta](std::string_view name) { return meta.header(name); };
   rr.user = request.user;
-  rr.u01 = uniform_draw(impl_->options.seed, impl_->request_counter.fetch_add(1));
+  const uint64_t request_number = impl_->request_counter.fetch_add(1);
+  rr.u01 = uniform_draw(impl_->options.seed, request_number);
   auto plan = plan_route(
       *route, rr, [this](std::string_view v) { return impl_->detector.routable(v); },
       impl_->budget.options().max_attempts);
   if (!plan.ok()) {
-    if (plan.error().code() == ErrorCode::kInvalidArgument) {
-      responder->fail(ApiError::invalid_request(route->override_header, plan.error().message()));
-    } else {
-      responder->fail(ApiError::unavailable(plan.error().message()));
-    }
+    const ApiError e = plan.error().code() == ErrorCode::kInvalidArgument
+                           ? ApiError::invalid_request(route->override_header, plan.error().message())
+                           : ApiError::unavailable(plan.error().message());
+    if (metrics != nullptr) metrics->request_finished(route->model, "none", e.status);
+    responder->fail(e);
     return;
   }
+  // Sampled on the request number, independently of the routing draw, so the sampled share is
+  // the configured ratio for every variant.
+  const double ratio = impl_->telemetry.shadow_sample_ratio;
+  const bool sampled =
+      ratio > 0 && uniform_draw(impl_->options.seed ^ 0x5AD0u, request_number) < ratio;
   auto state = std::make_shared<RequestState>(impl_, std::move(request), std::move(meta),
                                                std::move(responder), std::move(table),
-                                               std::move(plan).value());
+                                               std::move(plan).value(), sampled);
   state->begin();
 }
 

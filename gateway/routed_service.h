@@ -21,7 +21,10 @@
 
 #include "engine/worker.h"
 #include "gateway/completion_service.h"
+#include "gateway/gateway_metrics.h"
+#include "gateway/response_index.h"
 #include "gateway/routing_store.h"
+#include "gateway/shadow_scorer.h"
 #include "policies/outlier_detector.h"
 #include "policies/retry_budget.h"
 
@@ -34,7 +37,17 @@ struct RoutedServiceOptions {
   uint64_t seed = 0;  // for the weighted choice of requests without a sticky key
 };
 
-// Per-variant counters the admin API and metrics read.
+// What the service reports besides answering; every pointer is optional and must outlive the
+// service.
+struct ServiceTelemetry {
+  GatewayMetrics* metrics = nullptr;   // docs/METRICS.md, recorded as requests progress
+  ResponseIndex* responses = nullptr;  // successful responses, for POST /v1/feedback
+  ShadowScorer* shadow = nullptr;      // gets the sampled responses to re-score
+  double shadow_sample_ratio = 0.0;
+  bool shadow_include_baseline = false;
+};
+
+// Per-variant counters the admin API reads.
 struct VariantTraffic {
   uint64_t requests = 0;   // attempts submitted to the variant
   uint64_t served = 0;     // requests it answered (finished normally)
@@ -46,7 +59,7 @@ class RoutedCompletionService : public CompletionService {
  public:
   RoutedCompletionService(std::map<std::string, Worker*, std::less<>> workers,
                           RoutingStore& store, OutlierDetector& detector, RetryBudget& budget,
-                          RoutedServiceOptions options);
+                          RoutedServiceOptions options, ServiceTelemetry telemetry = {});
   ~RoutedCompletionService() override;
 
   void handle(ApiRequest request, RequestMeta meta,

@@ -301,6 +301,41 @@ Status parse_retry(const Field& f, RetryBudgetOptions& r) {
   return Status::Ok();
 }
 
+Status parse_quality(const Field& f, QualityConfig& q) {
+  if (!f.present()) return Status::Ok();
+  QGATE_TRY_STATUS(expect_map(f, {"eval_results"}));
+  std::string file;
+  QGATE_TRY_STATUS(optional(f.child("eval_results"), file, get_string));
+  q.eval_results = file;
+  return Status::Ok();
+}
+
+Status parse_shadow(const Field& f, ShadowConfig& s) {
+  if (!f.present()) return Status::Ok();
+  QGATE_TRY_STATUS(expect_map(f, {"sample_ratio", "include_baseline", "queue_capacity", "threads"}));
+  const Field ratio = f.child("sample_ratio");
+  if (ratio.present()) {
+    QGATE_ASSIGN_OR_RETURN(s.sample_ratio, get_number(ratio));
+    if (s.sample_ratio < 0.0 || s.sample_ratio > 1.0) return config_error(ratio, "must be in [0, 1]");
+  }
+  QGATE_TRY_STATUS(optional(f.child("include_baseline"), s.include_baseline, get_bool));
+  QGATE_TRY_STATUS(optional(f.child("queue_capacity"), s.queue_capacity,
+                            [](const Field& x) { return get_int(x, 1, 100000); }));
+  int64_t threads = s.threads;
+  QGATE_TRY_STATUS(optional(f.child("threads"), threads,
+                            [](const Field& x) { return get_int(x, 1, 256); }));
+  s.threads = static_cast<int>(threads);
+  return Status::Ok();
+}
+
+Status parse_feedback(const Field& f, FeedbackConfig& fb) {
+  if (!f.present()) return Status::Ok();
+  QGATE_TRY_STATUS(expect_map(f, {"max_tracked_responses"}));
+  QGATE_TRY_STATUS(optional(f.child("max_tracked_responses"), fb.max_tracked_responses,
+                            [](const Field& x) { return get_int(x, 1, 100000000); }));
+  return Status::Ok();
+}
+
 Result<ServeConfig> parse_document(const YAML::Node& root, const ConfigDefaults& defaults) {
   ServeConfig c;
   const Field top{root, ""};
@@ -308,7 +343,8 @@ Result<ServeConfig> parse_document(const YAML::Node& root, const ConfigDefaults&
     return make_error(ErrorCode::kInvalidArgument, "config: the top level must be a mapping");
   }
   QGATE_TRY_STATUS(expect_map(top, {"listen", "admin_token", "state_dir", "models_dir", "http",
-                                    "variants", "routes", "variant_routes", "health", "retry"}));
+                                    "variants", "routes", "variant_routes", "health", "retry",
+                                    "quality", "shadow", "feedback"}));
   const Field listen = top.child("listen");
   if (listen.present()) {
     QGATE_TRY_STATUS(expect_map(listen, {"api", "admin"}));
@@ -377,6 +413,9 @@ Result<ServeConfig> parse_document(const YAML::Node& root, const ConfigDefaults&
   QGATE_TRY_STATUS(validate_routes(c.routes, known, "routes"));
   QGATE_TRY_STATUS(parse_health(top.child("health"), c.health));
   QGATE_TRY_STATUS(parse_retry(top.child("retry"), c.retry));
+  QGATE_TRY_STATUS(parse_quality(top.child("quality"), c.quality));
+  QGATE_TRY_STATUS(parse_shadow(top.child("shadow"), c.shadow));
+  QGATE_TRY_STATUS(parse_feedback(top.child("feedback"), c.feedback));
   return c;
 }
 
@@ -438,6 +477,18 @@ retry:
   max_attempts: 3
   budget_ratio: 0.2
   min_retries: 3
+# docs/METRICS.md. `qgate eval --json` results become the qgate_eval_* gauges
+# (scripts/quality_report.sh writes this file); POST /admin/quality/reload re-reads it.
+quality:
+  eval_results: qgate-state/eval-results.json
+# 5% of the 4-bit variants' answers are re-scored by the FP16 baseline at idle CPU priority.
+shadow:
+  sample_ratio: 0.05
+  include_baseline: false
+  queue_capacity: 16
+  threads: 1
+feedback:
+  max_tracked_responses: 100000
 )yaml";
 
 }  // namespace

@@ -70,6 +70,25 @@ struct HealthConfig {
   OutlierOptions outlier;
 };
 
+// Observability (docs/METRICS.md).
+struct QualityConfig {
+  // `qgate eval --json` results to export as qgate_eval_* gauges: read at start when the file
+  // exists and again on POST /admin/quality/reload. Relative paths are taken from the working
+  // directory. Empty: none.
+  std::filesystem::path eval_results;
+};
+
+struct ShadowConfig {
+  double sample_ratio = 0.0;      // share of successful responses re-scored by the baseline
+  bool include_baseline = false;  // also score the baseline's own responses (the control)
+  int64_t queue_capacity = 16;    // responses waiting to be scored; beyond it they are dropped
+  int threads = 1;                // compute threads of the scorer (at idle CPU priority)
+};
+
+struct FeedbackConfig {
+  int64_t max_tracked_responses = 100000;  // recent responses that can take feedback
+};
+
 struct ServeConfig {
   ListenConfig api{"127.0.0.1", 8080};
   ListenConfig admin{"127.0.0.1", 8081};
@@ -81,6 +100,9 @@ struct ServeConfig {
   std::vector<Route> routes;  // version 1 of the routing store, validated
   HealthConfig health;
   RetryBudgetOptions retry;
+  QualityConfig quality;
+  ShadowConfig shadow;
+  FeedbackConfig feedback;
 
   std::vector<std::string> variant_names() const;
   const VariantConfig* find_variant(std::string_view name) const;

@@ -110,6 +110,21 @@ TEST(ServeConfigTest, EveryFieldIsRead) {
   EXPECT_EQ(c->retry.ratio, 0.5);
   EXPECT_EQ(c->routes.size(), 3u);
 
+  EXPECT_EQ(c->shadow.sample_ratio, 0.0);  // observability sections default to off / empty
+  EXPECT_TRUE(c->quality.eval_results.empty());
+  auto observed = parse_serve_config(
+      kBase + "shadow: {sample_ratio: 0.25, include_baseline: true, queue_capacity: 4, threads: 2}\n"
+              "quality: {eval_results: /var/lib/qgate/eval.json}\n"
+              "feedback: {max_tracked_responses: 10}\n",
+      defaults());
+  ASSERT_TRUE(observed.ok()) << observed.error().to_string();
+  EXPECT_EQ(observed->shadow.sample_ratio, 0.25);
+  EXPECT_TRUE(observed->shadow.include_baseline);
+  EXPECT_EQ(observed->shadow.queue_capacity, 4);
+  EXPECT_EQ(observed->shadow.threads, 2);
+  EXPECT_EQ(observed->quality.eval_results, "/var/lib/qgate/eval.json");
+  EXPECT_EQ(observed->feedback.max_tracked_responses, 10);
+
   auto no_direct = parse_serve_config(kBase + "variant_routes: false\n", defaults());
   ASSERT_TRUE(no_direct.ok());
   EXPECT_EQ(no_direct->routes.size(), 1u);
@@ -183,6 +198,12 @@ TEST(ServeConfigTest, BrokenConfigsNameTheField) {
       {kBase + "health: {probe_interval: soon}",
        "health.probe_interval: must be a non-negative duration"},
       {kBase + "healthz: {}", "healthz: unknown key (expected one of: listen, admin_token"},
+      {kBase + "shadow: {sample_ratio: 1.5}", "shadow.sample_ratio: must be in [0, 1]"},
+      {kBase + "shadow: {queue_capacity: 0}", "shadow.queue_capacity: must be >= 1"},
+      {kBase + "shadow: {ratio: 0.1}", "shadow.ratio: unknown key"},
+      {kBase + "quality: {eval_results: [a]}", "quality.eval_results: must be a string"},
+      {kBase + "feedback: {max_tracked_responses: 0}",
+       "feedback.max_tracked_responses: must be >= 1"},
       {replace(kBase,
                "variants:\n  - name: a\n    model: a.gguf\n    worker: {threads: 2, max_running: "
                "4}\n  - name: b\n    model: /abs/b\n",
