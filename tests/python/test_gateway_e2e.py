@@ -4,130 +4,19 @@ official `openai` client and plain HTTP for the admin API.
 Needs the variants scripts/prepare_variants.sh makes (scripts/test.sh runs it); skips otherwise.
 """
 import concurrent.futures
-import json
 import math
-import os
-import signal
-import subprocess
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 
+from qgate_serve import Server, VARIANTS, missing_prerequisites
+
 openai = pytest.importorskip("openai")
 
-ROOT = os.environ.get("QGATE_SOURCE_DIR", os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))))
-BUILD = os.environ.get("QGATE_BUILD_DIR", os.path.join(ROOT, "build"))
-QGATE = os.path.join(BUILD, "gateway", "qgate")
-MODELS = os.environ.get("QGATE_MODEL_DIR", os.path.join(ROOT, "models"))
-VARIANTS = {
-    "smollm2-fp16": "variants/smollm2-fp16",
-    "smollm2-gptq": "variants/smollm2-gptq-4bit",
-    "smollm2-awq": "variants/smollm2-awq-4bit",
-}
-TOKEN = "e2e-admin-token"
-
-CONFIG = """
-listen:
-  api: {host: 127.0.0.1, port: 0}
-  admin: {host: 127.0.0.1, port: 0}
-admin_token: {env: QGATE_E2E_TOKEN}
-state_dir: STATE_DIR
-models_dir: MODELS_DIR
-http:
-  first_byte_timeout: 5s
-  shutdown_grace: 5s
-variants:
-  - {name: smollm2-fp16, model: variants/smollm2-fp16, worker: &w {threads: 1, max_running: 8, max_batched_tokens: 256, kv_cache_tokens: 4096, max_queued: 64, max_context_tokens: 1024}}
-  - {name: smollm2-gptq, model: variants/smollm2-gptq-4bit, worker: *w}
-  - {name: smollm2-awq, model: variants/smollm2-awq-4bit, worker: *w}
-routes:
-  - model: smollm2
-    weights: {smollm2-fp16: 50, smollm2-gptq: 30, smollm2-awq: 20}
-    baseline: smollm2-fp16
-    fallback: [smollm2-fp16]
-    sticky: {header: x-session-id, user: true}
-    override_header: x-qgate-variant
-variant_routes: true
-health:
-  probe_interval: 500ms
-  probe_timeout: 3s
-  consecutive_failures: 3
-  base_ejection: 1s
-  max_ejection: 2s
-  half_open_successes: 1
-  half_open_max_trials: 1
-retry:
-  max_attempts: 3
-  budget_ratio: 1.0
-  min_retries: 16
-"""
-
-pytestmark = pytest.mark.skipif(
-    not all(os.path.isfile(os.path.join(MODELS, p, "config.json")) for p in VARIANTS.values())
-    or not os.access(QGATE, os.X_OK),
-    reason="needs the built qgate and the variants from scripts/prepare_variants.sh")
-
-
-class Server:
-    def __init__(self, state_dir):
-        self.state_dir = state_dir
-        self.proc = None
-
-    def start(self):
-        cfg = os.path.join(self.state_dir, "config.yaml")
-        with open(cfg, "w") as f:
-            f.write(CONFIG.replace("STATE_DIR", os.path.join(self.state_dir, "state"))
-                    .replace("MODELS_DIR", MODELS))
-        ready = os.path.join(self.state_dir, "ready.json")
-        if os.path.exists(ready):
-            os.remove(ready)
-        env = dict(os.environ, QGATE_E2E_TOKEN=TOKEN)
-        self.log = open(os.path.join(self.state_dir, "serve.log"), "ab")
-        self.proc = subprocess.Popen([QGATE, "serve", "--config", cfg, "--ready-file", ready,
-                                      "--enable-test-faults"], env=env, stdout=self.log,
-                                     stderr=subprocess.STDOUT)
-        deadline = time.time() + 120
-        while not os.path.exists(ready):
-            if self.proc.poll() is not None:
-                raise RuntimeError("qgate serve exited: " + self.read_log())
-            if time.time() > deadline:
-                raise RuntimeError("qgate serve did not become ready: " + self.read_log())
-            time.sleep(0.05)
-        ports = json.load(open(ready))
-        self.api = "http://127.0.0.1:%d" % ports["api_port"]
-        self.admin = "http://127.0.0.1:%d" % ports["admin_port"]
-        self.client = openai.OpenAI(base_url=self.api + "/v1", api_key="unused", max_retries=0,
-                                    timeout=120)
-
-    def read_log(self):
-        self.log.flush()
-        return open(os.path.join(self.state_dir, "serve.log"), errors="replace").read()[-4000:]
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        assert self.proc.wait(timeout=60) == 0, self.read_log()
-        self.log.close()
-
-    def admin_call(self, method, path, body=None, token=TOKEN):
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.admin + path, data=data, method=method)
-        if token is not None:
-            req.add_header("Authorization", "Bearer " + token)
-        req.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(req, timeout=30) as r:
-                return r.status, json.loads(r.read())
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read() or b"{}")
-
-    def variant_state(self, name):
-        _, body = self.admin_call("GET", "/admin/variants")
-        return next(v for v in body["variants"] if v["name"] == name)
+pytestmark = pytest.mark.skipif(missing_prerequisites() is not None,
+                                reason=str(missing_prerequisites()))
 
 
 @pytest.fixture(scope="module")
