@@ -135,6 +135,11 @@ int run_serve(const ServeArgs& a) {
   // Observability (docs/METRICS.md): recorded metrics, scrape-time collectors, offline eval
   // gauges, the shadow scorer and the response index behind POST /v1/feedback.
   GatewayMetrics metrics;
+  for (const Route& r : store.value()->current()->routes) {
+    for (const std::string& v : cfg.variant_names()) {
+      if (r.serves(v)) metrics.declare(r.model, v);
+    }
+  }
   {
     RoutingStore* s = store.value().get();
     metrics.add_collector([s] { return routing_table_metrics(*s->current()); });
@@ -231,7 +236,14 @@ int run_serve(const ServeArgs& a) {
   };
 
   HttpRouter api_router;
-  add_openai_routes(api_router, service);
+  OpenAiApiOptions api_options;
+  api_options.on_invalid_request = [&metrics, s = store.value().get()](std::string_view model,
+                                                                      unsigned status) {
+    // Only configured route names become label values; anything else is "unknown".
+    const bool known = !model.empty() && s->current()->find(model) != nullptr;
+    metrics.request_finished(known ? model : "unknown", "none", status);
+  };
+  add_openai_routes(api_router, service, api_options);
   add_feedback_route(api_router, responses, metrics);
   api_router.add_simple(boost::beast::http::verb::get, "/healthz", alive);
   api_router.add_simple(boost::beast::http::verb::get, "/readyz", ready);

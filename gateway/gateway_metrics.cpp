@@ -155,6 +155,11 @@ GatewayMetrics::PairSeries& GatewayMetrics::pair(std::string_view route, std::st
   return pairs_.emplace(std::move(key), s).first->second;
 }
 
+void GatewayMetrics::declare(std::string_view route, std::string_view variant) {
+  pair(route, variant);
+  requests_.Add({{"route", str(route)}, {"variant", str(variant)}, {"code", "200"}});
+}
+
 void GatewayMetrics::request_finished(std::string_view route, std::string_view variant,
                                       unsigned status) {
   requests_.Add({{"route", str(route)}, {"variant", str(variant)}, {"code", std::to_string(status)}})

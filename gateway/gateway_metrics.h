@@ -51,6 +51,10 @@ class GatewayMetrics {
   GatewayMetrics(const GatewayMetrics&) = delete;
   GatewayMetrics& operator=(const GatewayMetrics&) = delete;
 
+  // Creates the series of a (route, variant) pair at zero -- successful requests, latencies,
+  // tokens -- so that rate() sees the pair's first request (a counter born at 1 has no increase).
+  void declare(std::string_view route, std::string_view variant);
+
   // --- request path (route = a configured route, "unknown" for an unknown model; variant = a
   // configured variant, "none" when no variant took the request)
   void request_finished(std::string_view route, std::string_view variant, unsigned status);

@@ -441,6 +441,17 @@ std::string chunk(const ResponseContext& ctx, std::optional<std::string_view> ro
 
 }  // namespace
 
+std::string request_model(std::string_view body) {
+  simdjson::dom::parser parser;
+  simdjson::dom::element root;
+  std::string_view model;
+  if (parser.parse(body.data(), body.size()).get(root) != simdjson::SUCCESS ||
+      root["model"].get_string().get(model) != simdjson::SUCCESS) {
+    return {};
+  }
+  return std::string(model);
+}
+
 ApiResult<ApiRequest> parse_chat_completion_request(std::string_view body,
                                                     const OpenAiApiOptions& options) {
   return parse_request(body, options, ApiEndpoint::kChatCompletions);

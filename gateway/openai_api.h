@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -23,7 +24,14 @@ struct OpenAiApiOptions {
   int64_t max_tokens_cap = 4096;     // a larger max_tokens / max_completion_tokens is a 400
   int64_t default_max_tokens = 256;  // when the request names none
   size_t max_stop_strings = 4;       // OpenAI's limit
+  // Called for each generation request refused by validation (400), with the body's "model" if it
+  // has one as a string (else empty) and the status. Runs on the connection strand; for metrics.
+  std::function<void(std::string_view model, unsigned status)> on_invalid_request;
 };
+
+// The top-level "model" string of a request body, or empty when the body is not a JSON object
+// with one. For labelling refused requests; never an error.
+std::string request_model(std::string_view body);
 
 ApiResult<ApiRequest> parse_chat_completion_request(std::string_view body,
                                                     const OpenAiApiOptions& options);

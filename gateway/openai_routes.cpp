@@ -146,7 +146,10 @@ HttpHandler generation_handler(std::shared_ptr<CompletionService> service,
     auto parsed = endpoint == ApiEndpoint::kChatCompletions
                       ? parse_chat_completion_request(body, options)
                       : parse_completion_request(body, options);
-    if (!parsed.ok()) return exchange->respond(api_error_response(parsed.error()));
+    if (!parsed.ok()) {
+      if (options.on_invalid_request) options.on_invalid_request(request_model(body), parsed.error().status);
+      return exchange->respond(api_error_response(parsed.error()));
+    }
     ApiRequest api = std::move(parsed).value();
     RequestMeta meta = make_meta(request, endpoint);
     ResponseContext ctx{endpoint, meta.id, meta.created, api.model, api.include_usage};

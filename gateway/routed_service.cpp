@@ -124,15 +124,16 @@ class RequestState : public std::enable_shared_from_this<RequestState> {
     info.completion_tokens = static_cast<int64_t>(summary.tokens.size());
     // Tokens whose text never came (held back, or an end-of-turn token) still arrived now.
     record_tokens_arrived(info.completion_tokens);
+    // Known before the client can see the id, so feedback sent right after the answer finds it.
+    if (impl_->telemetry.responses != nullptr) {
+      impl_->telemetry.responses->remember(meta_.id, AnsweredBy{route_, variant_});
+    }
     out_->finish(info);
     if (metrics_ != nullptr) {
       metrics_->request_duration(route_, variant_, seconds_since_accepted());
       metrics_->tokens(route_, variant_, info.prompt_tokens, info.completion_tokens);
     }
     finished(200);
-    if (impl_->telemetry.responses != nullptr) {
-      impl_->telemetry.responses->remember(meta_.id, AnsweredBy{route_, variant_});
-    }
     offer_shadow(summary);
   }
 

@@ -301,12 +301,13 @@ Status parse_retry(const Field& f, RetryBudgetOptions& r) {
   return Status::Ok();
 }
 
-Status parse_quality(const Field& f, QualityConfig& q) {
+Status parse_quality(const Field& f, const std::filesystem::path& models_dir, QualityConfig& q) {
   if (!f.present()) return Status::Ok();
   QGATE_TRY_STATUS(expect_map(f, {"eval_results"}));
   std::string file;
   QGATE_TRY_STATUS(optional(f.child("eval_results"), file, get_string));
-  q.eval_results = file;
+  // Like variant model paths: eval results describe models, so they live beside them.
+  if (!file.empty()) q.eval_results = models_dir / file;
   return Status::Ok();
 }
 
@@ -413,7 +414,7 @@ Result<ServeConfig> parse_document(const YAML::Node& root, const ConfigDefaults&
   QGATE_TRY_STATUS(validate_routes(c.routes, known, "routes"));
   QGATE_TRY_STATUS(parse_health(top.child("health"), c.health));
   QGATE_TRY_STATUS(parse_retry(top.child("retry"), c.retry));
-  QGATE_TRY_STATUS(parse_quality(top.child("quality"), c.quality));
+  QGATE_TRY_STATUS(parse_quality(top.child("quality"), c.models_dir, c.quality));
   QGATE_TRY_STATUS(parse_shadow(top.child("shadow"), c.shadow));
   QGATE_TRY_STATUS(parse_feedback(top.child("feedback"), c.feedback));
   return c;
@@ -477,10 +478,10 @@ retry:
   max_attempts: 3
   budget_ratio: 0.2
   min_retries: 3
-# docs/METRICS.md. `qgate eval --json` results become the qgate_eval_* gauges
-# (scripts/quality_report.sh writes this file); POST /admin/quality/reload re-reads it.
+# docs/METRICS.md. `qgate eval --json` results of the served variants become the qgate_eval_*
+# gauges (scripts/prepare_variants.sh writes this file); POST /admin/quality/reload re-reads it.
 quality:
-  eval_results: qgate-state/eval-results.json
+  eval_results: variants/eval-results.json
 # 5% of the 4-bit variants' answers are re-scored by the FP16 baseline at idle CPU priority.
 shadow:
   sample_ratio: 0.05

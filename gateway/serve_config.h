@@ -73,8 +73,8 @@ struct HealthConfig {
 // Observability (docs/METRICS.md).
 struct QualityConfig {
   // `qgate eval --json` results to export as qgate_eval_* gauges: read at start when the file
-  // exists and again on POST /admin/quality/reload. Relative paths are taken from the working
-  // directory. Empty: none.
+  // exists and again on POST /admin/quality/reload. A relative path is resolved against the
+  // models directory, like variant model paths. Empty: none.
   std::filesystem::path eval_results;
 };
 

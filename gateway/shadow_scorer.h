@@ -12,12 +12,14 @@
 //    refused), so the kernel gives them only CPU time no serving thread wants.
 //
 // Threading and lifetime:
-//  - offer() and queue_depth() may be called from any number of threads at once.
+//  - offer(), stop() and queue_depth() may be called from any number of threads at once, up to
+//    the destructor, which must not overlap with any of them (as for any object).
 //  - The callback runs on the scoring thread, one job at a time, and must not throw. What it
 //    captures must outlive the ShadowScorer.
 //  - Every job offer() accepted gets exactly one callback: its score, the scoring error, or
-//    Cancelled when stop() (or the destructor) came first. stop() also interrupts the job being
-//    scored between chunks of tokens, so shutdown waits at most for one chunk plus the callbacks.
+//    Cancelled when stop() (or the destructor) came before its scoring ended. stop() interrupts
+//    the job being scored between chunks of tokens, so shutdown waits for at most one chunk's
+//    forward pass plus the callbacks of what was queued.
 //  - A queued job's `baseline` shared_ptr keeps that model alive until the job's callback returns,
 //    so a routing change may unload the model meanwhile.
 #pragma once

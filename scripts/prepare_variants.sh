@@ -24,3 +24,17 @@ prepare() {
 prepare smollm2-fp16 --method fp16
 prepare smollm2-gptq-4bit --method gptq --bits 4 --group-size 64 --desc-act
 prepare smollm2-awq-4bit --method awq --bits 4 --group-size 64
+
+# Offline quality of the served variants against the FP16 baseline on held-out text: the
+# qgate_eval_* gauges of `qgate serve` (config quality.eval_results). 2048 tokens keep this to
+# a minute or two on two cores; docs/QUALITY.md has the larger evaluation.
+EVAL_JSON="$VARIANTS_DIR/eval-results.json"
+if [ ! -f "$EVAL_JSON" ]; then
+  log "eval of the served variants -> $EVAL_JSON"
+  "$QGATE" eval --baseline "$VARIANTS_DIR/smollm2-fp16" --model "$VARIANTS_DIR/smollm2-fp16" \
+    --model "$VARIANTS_DIR/smollm2-gptq-4bit" --model "$VARIANTS_DIR/smollm2-awq-4bit" \
+    --text "$QGATE_MODEL_DIR/corpus/eval.txt" --max-tokens 2048 --threads "$JOBS" \
+    --json "$EVAL_JSON" > /dev/null
+else
+  log "eval results: cached in $EVAL_JSON"
+fi

@@ -65,6 +65,15 @@ TEST(GatewayMetricsTest, RequestPathMetricsCarryExactValues) {
   EXPECT_EQ(s.at(R"(qgate_build_info{version=")" QGATE_VERSION R"("})"), 1);
 }
 
+TEST(GatewayMetricsTest, DeclaredPairsExistAtZero) {
+  GatewayMetrics m;
+  m.declare("smollm2", "awq");
+  const auto s = samples(m.serialize());
+  EXPECT_EQ(s.at(R"(qgate_requests_total{code="200",route="smollm2",variant="awq"})"), 0);
+  EXPECT_EQ(s.at(R"(qgate_time_to_first_token_seconds_count{route="smollm2",variant="awq"})"), 0);
+  EXPECT_EQ(s.at(R"(qgate_completion_tokens_total{route="smollm2",variant="awq"})"), 0);
+}
+
 TEST(GatewayMetricsTest, BucketsAreIncreasingAndCoverLlmLatencies) {
   for (const auto* b : {&GatewayMetrics::ttft_buckets(), &GatewayMetrics::inter_token_buckets(),
                         &GatewayMetrics::e2e_buckets()}) {

@@ -114,7 +114,7 @@ TEST(ServeConfigTest, EveryFieldIsRead) {
   EXPECT_TRUE(c->quality.eval_results.empty());
   auto observed = parse_serve_config(
       kBase + "shadow: {sample_ratio: 0.25, include_baseline: true, queue_capacity: 4, threads: 2}\n"
-              "quality: {eval_results: /var/lib/qgate/eval.json}\n"
+              "quality: {eval_results: eval.json}\n"
               "feedback: {max_tracked_responses: 10}\n",
       defaults());
   ASSERT_TRUE(observed.ok()) << observed.error().to_string();
@@ -122,7 +122,7 @@ TEST(ServeConfigTest, EveryFieldIsRead) {
   EXPECT_TRUE(observed->shadow.include_baseline);
   EXPECT_EQ(observed->shadow.queue_capacity, 4);
   EXPECT_EQ(observed->shadow.threads, 2);
-  EXPECT_EQ(observed->quality.eval_results, "/var/lib/qgate/eval.json");
+  EXPECT_EQ(observed->quality.eval_results, "/opt/models/eval.json");  // beside the models
   EXPECT_EQ(observed->feedback.max_tracked_responses, 10);
 
   auto no_direct = parse_serve_config(kBase + "variant_routes: false\n", defaults());
