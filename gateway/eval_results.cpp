@@ -2,8 +2,7 @@
 
 #include <simdjson.h>
 
-#include <fstream>
-#include <sstream>
+#include "engine/hf_loader.h"  // read_text_file
 
 namespace qgate {
 
@@ -109,17 +108,9 @@ Result<MatchedEvalResults> match_eval_results(std::string_view json,
 
 Result<MatchedEvalResults> load_eval_results(const std::filesystem::path& file,
                                              const std::vector<VariantConfig>& variants) {
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(file, ec)) {
-    return make_error(ErrorCode::kNotFound, file.string() + ": no such eval results file");
-  }
-  std::ifstream in(file, std::ios::binary);
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (!in.is_open() || in.bad()) {
-    return make_error(ErrorCode::kIo, file.string() + ": cannot read");
-  }
-  auto r = match_eval_results(text.str(), file.parent_path(), variants);
+  // Eval results are a few KB per model; 16 MB leaves room for any real file.
+  QGATE_ASSIGN_OR_RETURN(std::string text, read_text_file(file.string(), 16u << 20));
+  auto r = match_eval_results(text, file.parent_path(), variants);
   if (!r.ok()) return make_error(r.error().code(), file.string() + ": " + r.error().message());
   return r;
 }
