@@ -139,7 +139,7 @@ GatewayMetrics::GatewayMetrics()
       .Set(1);
 }
 
-GatewayMetrics::PairSeries& GatewayMetrics::pair(std::string_view route, std::string_view variant) {
+const GatewayMetrics::PairSeries& GatewayMetrics::pair(std::string_view route, std::string_view variant) {
   // Label values cannot contain NUL (they are config names), so this key is unambiguous.
   std::string key;
   key.reserve(route.size() + variant.size() + 1);
@@ -178,16 +178,21 @@ void GatewayMetrics::time_to_first_token(std::string_view route, std::string_vie
 
 void GatewayMetrics::inter_token_latency(std::string_view route, std::string_view variant,
                                          double seconds, int64_t n) {
-  if (n <= 0) return;
-  prometheus::Histogram* h = pair(route, variant).itl;
-  for (int64_t i = 0; i < n; ++i) h->Observe(seconds);
+  pair(route, variant).inter_token_latency(seconds, n);
 }
 
 void GatewayMetrics::tokens(std::string_view route, std::string_view variant, int64_t prompt,
                             int64_t completion) {
-  PairSeries& s = pair(route, variant);
-  s.prompt_tokens->Increment(static_cast<double>(prompt));
-  s.completion_tokens->Increment(static_cast<double>(completion));
+  pair(route, variant).tokens(prompt, completion);
+}
+
+void GatewayMetrics::PairSeries::inter_token_latency(double seconds, int64_t n) const {
+  for (int64_t i = 0; i < n; ++i) itl->Observe(seconds);
+}
+
+void GatewayMetrics::PairSeries::tokens(int64_t prompt, int64_t completion) const {
+  prompt_tokens->Increment(static_cast<double>(prompt));
+  completion_tokens->Increment(static_cast<double>(completion));
 }
 
 void GatewayMetrics::attempt_failed(std::string_view route, std::string_view variant,

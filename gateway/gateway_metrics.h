@@ -51,6 +51,21 @@ class GatewayMetrics {
   GatewayMetrics(const GatewayMetrics&) = delete;
   GatewayMetrics& operator=(const GatewayMetrics&) = delete;
 
+  // The latency and token series of one (route, variant) pair. The reference stays valid for the
+  // GatewayMetrics' lifetime, so a request looks its pair up once per attempt rather than once per
+  // token (the lookup takes the lock and builds a key).
+  struct PairSeries {
+    prometheus::Histogram* e2e;
+    prometheus::Histogram* ttft;
+    prometheus::Histogram* itl;
+    prometheus::Counter* prompt_tokens;
+    prometheus::Counter* completion_tokens;
+    // `n` observations of `seconds` each (n tokens arrived together, their gaps spread evenly).
+    void inter_token_latency(double seconds, int64_t n) const;
+    void tokens(int64_t prompt, int64_t completion) const;
+  };
+  const PairSeries& pair(std::string_view route, std::string_view variant);
+
   // Creates the series of a (route, variant) pair at zero -- successful requests, latencies,
   // tokens -- so that rate() sees the pair's first request (a counter born at 1 has no increase).
   void declare(std::string_view route, std::string_view variant);
@@ -87,14 +102,6 @@ class GatewayMetrics {
   static const std::vector<double>& e2e_buckets();
 
  private:
-  struct PairSeries {
-    prometheus::Histogram* e2e;
-    prometheus::Histogram* ttft;
-    prometheus::Histogram* itl;
-    prometheus::Counter* prompt_tokens;
-    prometheus::Counter* completion_tokens;
-  };
-  PairSeries& pair(std::string_view route, std::string_view variant);
 
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Family<prometheus::Counter>& requests_;

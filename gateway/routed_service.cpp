@@ -129,9 +129,9 @@ class RequestState : public std::enable_shared_from_this<RequestState> {
       impl_->telemetry.responses->remember(meta_.id, AnsweredBy{route_, variant_});
     }
     out_->finish(info);
-    if (metrics_ != nullptr) {
-      metrics_->request_duration(route_, variant_, seconds_since_accepted());
-      metrics_->tokens(route_, variant_, info.prompt_tokens, info.completion_tokens);
+    if (series_ != nullptr) {
+      series_->e2e->Observe(seconds_since_accepted());
+      series_->tokens(info.prompt_tokens, info.completion_tokens);
     }
     finished(200);
     offer_shadow(summary);
@@ -213,8 +213,9 @@ class RequestState : public std::enable_shared_from_this<RequestState> {
       }
       const std::string previous = variant_;
       variant_ = plan_.attempts[next_++];
-      if (!previous.empty() && metrics_ != nullptr) {
-        metrics_->fallback(route_, previous, variant_, last_failure_);
+      if (metrics_ != nullptr) {
+        series_ = &metrics_->pair(route_, variant_);
+        if (!previous.empty()) metrics_->fallback(route_, previous, variant_, last_failure_);
       }
       const auto it = impl_->workers.find(variant_);
       // The store validates every route against the configured variants, which all have workers.
@@ -342,15 +343,15 @@ class RequestState : public std::enable_shared_from_this<RequestState> {
   // Time to first token on the first arrival; later arrivals of n tokens after dt each observe
   // dt / n as the inter-token gap, n times (tokens that came together share the gap evenly).
   void record_tokens_arrived(int64_t tokens_so_far) {
+    if (series_ == nullptr) return;
     const auto now = std::chrono::steady_clock::now();
-    if (metrics_ == nullptr) return;
     if (tokens_seen_ == 0) {
       if (tokens_so_far <= 0) return;
-      metrics_->time_to_first_token(route_, variant_, seconds_since_accepted());
+      series_->ttft->Observe(seconds_since_accepted());
     } else if (tokens_so_far > tokens_seen_) {
       const int64_t n = tokens_so_far - tokens_seen_;
       const double dt = std::chrono::duration<double>(now - last_token_at_).count();
-      metrics_->inter_token_latency(route_, variant_, dt / static_cast<double>(n), n);
+      series_->inter_token_latency(dt / static_cast<double>(n), n);
     } else {
       return;
     }
@@ -428,6 +429,7 @@ class RequestState : public std::enable_shared_from_this<RequestState> {
   bool started_ = false;
   bool done_ = false;
   bool cancelled_ = false;
+  const GatewayMetrics::PairSeries* series_ = nullptr;  // variant_'s series, set with it
   bool reported_ = false;                         // finished() ran
   AttemptFailure last_failure_ = AttemptFailure::kEngine;  // why the previous attempt failed
   int64_t tokens_seen_ = 0;                        // of the attempt that started the response
