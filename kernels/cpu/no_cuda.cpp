@@ -5,5 +5,6 @@ namespace qgate {
 
 bool cuda_built() { return false; }
 std::vector<CudaDeviceInfo> cuda_devices() { return {}; }
+std::optional<CudaMemoryInfo> cuda_memory_info(int) { return std::nullopt; }
 
 }  // namespace qgate

@@ -23,4 +23,20 @@ std::vector<CudaDeviceInfo> cuda_devices() {
   return out;
 }
 
+std::optional<CudaMemoryInfo> cuda_memory_info(int index) {
+  int previous = 0;
+  if (cudaGetDevice(&previous) != cudaSuccess || cudaSetDevice(index) != cudaSuccess) {
+    cudaGetLastError();
+    return std::nullopt;
+  }
+  size_t free_bytes = 0, total_bytes = 0;
+  const cudaError_t err = cudaMemGetInfo(&free_bytes, &total_bytes);
+  cudaSetDevice(previous);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    return std::nullopt;
+  }
+  return CudaMemoryInfo{free_bytes, total_bytes};
+}
+
 }  // namespace qgate
