@@ -246,10 +246,45 @@ Status LlamaModel::forward(std::span<const int32_t> tokens, KvCache& cache,
   return Status::Ok();
 }
 
+Status validate_batch(std::span<const SequenceChunk> chunks, int64_t num_blocks,
+                      int64_t block_tokens, int64_t vocab_size) {
+  if (chunks.empty()) return make_error(ErrorCode::kInvalidArgument, "forward_batch: no chunks");
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    const SequenceChunk& c = chunks[i];
+    const auto len = static_cast<int64_t>(c.tokens.size());
+    if (len == 0 || c.start < 0) {
+      return make_error(ErrorCode::kInvalidArgument,
+                        "forward_batch: chunk " + std::to_string(i) + " is empty");
+    }
+    const int64_t needed = (c.start + len + block_tokens - 1) / block_tokens;
+    if (static_cast<int64_t>(c.block_table.size()) < needed) {
+      return make_error(ErrorCode::kInvalidArgument,
+                        "forward_batch: chunk " + std::to_string(i) +
+                            " has too few blocks for its positions");
+    }
+    for (int32_t b : c.block_table) {
+      if (b < 0 || b >= num_blocks) {
+        return make_error(ErrorCode::kInvalidArgument,
+                          "forward_batch: chunk " + std::to_string(i) + " names block " +
+                              std::to_string(b) + " outside the cache");
+      }
+    }
+    for (int32_t tok : c.tokens) {
+      if (tok < 0 || tok >= vocab_size) {
+        return make_error(ErrorCode::kInvalidArgument, "forward_batch: token id " +
+                                                           std::to_string(tok) +
+                                                           " is outside the vocabulary");
+      }
+    }
+  }
+  return Status::Ok();
+}
+
 Status LlamaModel::forward_batch(std::span<const SequenceChunk> chunks, PagedKvCache& cache,
                                  ForwardScratch& s, ThreadPool& pool,
                                  std::span<float> logits) const {
-  if (chunks.empty()) return make_error(ErrorCode::kInvalidArgument, "forward_batch: no chunks");
+  QGATE_TRY_STATUS(
+      validate_batch(chunks, cache.num_blocks(), cache.block_tokens(), config_.vocab_size));
   s.tokens.clear();
   s.row_pos.clear();
   s.row_seq.clear();
@@ -258,30 +293,8 @@ Status LlamaModel::forward_batch(std::span<const SequenceChunk> chunks, PagedKvC
   for (size_t i = 0; i < chunks.size(); ++i) {
     const SequenceChunk& c = chunks[i];
     const auto len = static_cast<int64_t>(c.tokens.size());
-    if (len == 0 || c.start < 0) {
-      return make_error(ErrorCode::kInvalidArgument,
-                        "forward_batch: chunk " + std::to_string(i) + " is empty");
-    }
-    if (static_cast<int64_t>(c.block_table.size()) < cache.blocks_for(c.start + len)) {
-      return make_error(ErrorCode::kInvalidArgument,
-                        "forward_batch: chunk " + std::to_string(i) +
-                            " has too few blocks for its positions");
-    }
-    for (int32_t b : c.block_table) {
-      if (b < 0 || b >= cache.num_blocks()) {
-        return make_error(ErrorCode::kInvalidArgument,
-                          "forward_batch: chunk " + std::to_string(i) + " names block " +
-                              std::to_string(b) + " outside the cache");
-      }
-    }
     for (int64_t t = 0; t < len; ++t) {
-      const int32_t tok = c.tokens[static_cast<size_t>(t)];
-      if (tok < 0 || tok >= config_.vocab_size) {
-        return make_error(ErrorCode::kInvalidArgument, "forward_batch: token id " +
-                                                           std::to_string(tok) +
-                                                           " is outside the vocabulary");
-      }
-      s.tokens.push_back(tok);
+      s.tokens.push_back(c.tokens[static_cast<size_t>(t)]);
       s.row_pos.push_back(c.start + t);
       s.row_seq.push_back(static_cast<int32_t>(i));
     }

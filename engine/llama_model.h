@@ -87,6 +87,12 @@ struct SequenceChunk {
   bool logits = false;                   // write logits for the chunk's last token
 };
 
+// The checks of forward_batch() every backend shares: chunks non-empty with start >= 0, block
+// tables long enough for their positions and naming blocks < num_blocks, tokens inside the
+// vocabulary. InvalidArgument naming the chunk otherwise.
+Status validate_batch(std::span<const SequenceChunk> chunks, int64_t num_blocks,
+                      int64_t block_tokens, int64_t vocab_size);
+
 // Where a step's keys/values live: layer l's block b starts at k + l * layer_stride +
 // b * block_stride (floats). A contiguous KvCache is the special case of one block holding every
 // position.
@@ -104,10 +110,25 @@ class LlamaModel {
   // An HF-style directory: config.json + model.safetensors with F32/F16/BF16 weights.
   static Result<LlamaModel> from_hf_dir(const std::string& dir);
 
+  // A model of the given shape with pseudo-random weights (benchmarks of shapes qgate does not
+  // ship, e.g. a 7B Llama). Matrices are F16, or Q4_1 whose blocks share (d, m) in groups of
+  // group_size columns (a multiple of 32: what a GPTQ/AWQ checkpoint of that group size becomes);
+  // the embedding is F16, the LM head untied. Values are scaled so activations stay finite through
+  // every layer; the outputs mean nothing. Filled on all cores. InvalidArgument for a bad config
+  // or matrix type.
+  static Result<LlamaModel> synthetic(const LlamaConfig& config, DType matrix_type,
+                                      int64_t group_size, uint64_t seed);
+
   const LlamaConfig& config() const { return config_; }
   // Bytes of weights the forward pass reads (matrices, norms, embedding).
   uint64_t weight_bytes() const { return weight_bytes_; }
   std::string describe() const;  // "llama 30 layers, hidden 576, Q4_1/Q8_0 weights"
+
+  // The weights as loaded (views into the model's memory), for other backends to convert.
+  std::span<const LlamaLayer> layers() const { return layers_; }
+  const WeightView& embedding() const { return embedding_; }
+  const WeightView& lm_head() const { return lm_head_; }
+  const float* output_norm() const { return output_norm_; }
 
   // Runs `tokens` at positions [cache.size(), cache.size() + n), appends their keys/values to the
   // cache and writes logits: for the last token ([vocab]) or every token ([n][vocab]).

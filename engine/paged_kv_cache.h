@@ -26,12 +26,19 @@
 #include <vector>
 
 #include "engine/model_config.h"
+#include "kernels/status.h"
 
 namespace qgate {
 
+// kHost: keys and values live in this object (the CPU forward pass). kNone: this object only
+// allocates and indexes blocks; the storage is elsewhere (the CUDA forward pass keeps it on the
+// GPU under the same block ids) and key_base()/value_base() must not be called.
+enum class KvStorage { kHost, kNone };
+
 class PagedKvCache {
  public:
-  PagedKvCache(const LlamaConfig& config, int64_t num_blocks, int64_t block_tokens);
+  PagedKvCache(const LlamaConfig& config, int64_t num_blocks, int64_t block_tokens,
+               KvStorage storage = KvStorage::kHost);
 
   int64_t block_tokens() const { return block_tokens_; }
   int64_t num_blocks() const { return num_blocks_; }
@@ -64,8 +71,14 @@ class PagedKvCache {
 
   // Keys/values of `layer` start at key_base(layer); block b at + b * block_stride() floats,
   // position i of the block at + i * kv_dim.
-  float* key_base(int64_t layer) { return k_.get() + layer * layer_stride_; }
-  float* value_base(int64_t layer) { return v_.get() + layer * layer_stride_; }
+  float* key_base(int64_t layer) {
+    QGATE_CHECK(k_ != nullptr, "paged kv cache: no host storage");
+    return k_.get() + layer * layer_stride_;
+  }
+  float* value_base(int64_t layer) {
+    QGATE_CHECK(v_ != nullptr, "paged kv cache: no host storage");
+    return v_.get() + layer * layer_stride_;
+  }
   int64_t block_stride() const { return block_stride_; }
   int64_t layer_stride() const { return layer_stride_; }
   float* keys(int64_t layer, int32_t block) { return key_base(layer) + block * block_stride_; }

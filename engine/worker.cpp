@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "engine/paged_kv_cache.h"
+#include "engine/batch_forward.h"
 #include "engine/sampler.h"
 #include "engine/scheduler.h"
 #include "engine/stop_matcher.h"
@@ -102,7 +103,9 @@ using RequestPtr = std::shared_ptr<Request>;
 
 class WorkerImpl final : public Worker {
  public:
-  WorkerImpl(std::string name, LoadedModel model, const WorkerOptions& options, int threads);
+  // device_forward: the GPU forward pass when the worker runs on one, null for the CPU.
+  WorkerImpl(std::string name, LoadedModel model, const WorkerOptions& options, int threads,
+             std::unique_ptr<BatchForward> device_forward);
   ~WorkerImpl() override;
 
   Result<std::shared_ptr<RequestHandle>> submit(WorkerRequest request,
@@ -136,9 +139,8 @@ class WorkerImpl final : public Worker {
   std::atomic<uint64_t> arrivals_{0};
 
   // Scheduler thread only.
-  ThreadPool pool_;
-  PagedKvCache cache_;
-  ForwardScratch scratch_;
+  PagedKvCache cache_;  // allocator and prefix index; holds the keys/values only on the CPU
+  std::unique_ptr<BatchForward> forward_;
   std::vector<float> logits_;
   std::vector<RequestPtr> running_;  // arrival order
   std::deque<RequestPtr> waiting_;   // preempted ones first, then queue order
@@ -151,7 +153,7 @@ class WorkerImpl final : public Worker {
 };
 
 WorkerImpl::WorkerImpl(std::string name, LoadedModel model, const WorkerOptions& options,
-                       int threads)
+                       int threads, std::unique_ptr<BatchForward> device_forward)
     : name_(std::move(name)),
       loaded_(std::move(model)),
       model_(*loaded_.model),
@@ -159,9 +161,10 @@ WorkerImpl::WorkerImpl(std::string name, LoadedModel model, const WorkerOptions&
       context_limit_(std::min(options.max_context_tokens,
                               options.kv_cache_tokens / options.kv_block_tokens *
                                   options.kv_block_tokens)),
-      pool_(threads),
       cache_(model_.config(), options.kv_cache_tokens / options.kv_block_tokens,
-             options.kv_block_tokens),
+             options.kv_block_tokens, device_forward ? KvStorage::kNone : KvStorage::kHost),
+      forward_(device_forward ? std::move(device_forward)
+                              : make_cpu_forward(model_, cache_, threads)),
       logits_(static_cast<size_t>(options.max_running * model_.config().vocab_size)) {
   stats_.kv_blocks_total = cache_.num_blocks();
   stats_.weight_bytes = model_.weight_bytes();
@@ -335,7 +338,7 @@ void WorkerImpl::step() {
   for (auto& [r, n] : batch) schedule_chunk(*r, n, chunks);
   publish_occupancy();  // before any event of this step, so sinks' observers see it
   Status st = Status::Ok();
-  if (!chunks.empty()) st = model_.forward_batch(chunks, cache_, scratch_, pool_, logits_);
+  if (!chunks.empty()) st = forward_->forward_batch(chunks, logits_);
 
   int64_t sampled = 0, prompt_done = 0;
   size_t row = 0;
@@ -514,6 +517,9 @@ Status WorkerOptions::validate() const {
   }
   if (max_queued < 1) return bad("worker max_queued must be >= 1");
   if (max_context_tokens < 2) return bad("worker max_context_tokens must be >= 2");
+  if (device.kind == DeviceSpec::Kind::kAuto) {
+    return bad("worker device 'auto' must be resolved to cpu or cuda:N before the worker starts");
+  }
   return Status::Ok();
 }
 
@@ -532,8 +538,23 @@ Result<std::unique_ptr<Worker>> Worker::create(std::string name, LoadedModel mod
   }
   int threads = options.threads;
   if (threads == 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  return std::unique_ptr<Worker>(
-      std::make_unique<WorkerImpl>(std::move(name), std::move(model), options, threads));
+  std::unique_ptr<BatchForward> device_forward;
+  if (options.device.is_cuda()) {
+    BatchForwardLimits limits;
+    limits.num_blocks = options.kv_cache_tokens / options.kv_block_tokens;
+    limits.block_tokens = options.kv_block_tokens;
+    limits.max_batched_tokens = options.max_batched_tokens;
+    limits.max_running = options.max_running;
+    limits.max_context_tokens = options.max_context_tokens;
+    auto f = make_cuda_forward(*model.model, options.device.index, limits);
+    if (!f.ok()) {
+      return make_error(f.error().code(), "worker " + name + " on " + options.device.to_string() +
+                                              ": " + f.error().message());
+    }
+    device_forward = std::move(f).value();
+  }
+  return std::unique_ptr<Worker>(std::make_unique<WorkerImpl>(
+      std::move(name), std::move(model), options, threads, std::move(device_forward)));
 }
 
 }  // namespace qgate

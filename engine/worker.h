@@ -24,6 +24,7 @@
 #include <string_view>
 #include <vector>
 
+#include "engine/device_spec.h"
 #include "engine/generator.h"  // GenerationOptions, FinishReason
 #include "engine/model_loader.h"
 #include "kernels/status.h"
@@ -39,6 +40,10 @@ struct WorkerOptions {
   int64_t max_queued = 64;            // admission queue bound; beyond it submit() is refused
   int64_t max_context_tokens = 2048;  // prompt + completion per sequence (<= model context)
   bool prefix_caching = true;         // share KV blocks of identical prompt prefixes
+  // Where the forward pass runs: cpu, or cuda:N (weights, KV cache and activations in that GPU's
+  // memory; `threads` then only matters for the host side). kAuto is resolved by the caller
+  // (engine/device_spec.h) before the worker is created; create() refuses it.
+  DeviceSpec device;
   Status validate() const;
 };
 

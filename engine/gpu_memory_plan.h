@@ -1,0 +1,64 @@
+// Explicit GPU memory accounting for the variants that share a device: what each needs (weights,
+// KV cache, workspace), checked against what the device has free before anything is loaded onto
+// it, so a configuration that cannot fit fails at start with the numbers instead of an
+// out-of-memory error halfway through loading (or, worse, at the first long request).
+//
+// Threading: pure functions.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "engine/model_config.h"
+#include "kernels/status.h"
+
+namespace qgate {
+
+class LlamaModel;
+struct WorkerOptions;
+
+struct GpuMemoryDemand {
+  std::string variant;
+  int device = 0;
+  uint64_t weight_bytes = 0;     // matrices in their GPU layout, norms, embedding table
+  uint64_t kv_cache_bytes = 0;   // the whole paged pool (allocated up front on the GPU)
+  uint64_t workspace_bytes = 0;  // activations of the largest step, logits, cuBLASLt, attention
+  uint64_t total() const { return weight_bytes + kv_cache_bytes + workspace_bytes; }
+};
+
+struct GpuMemoryBudget {
+  int device = 0;
+  std::string name;
+  uint64_t total_bytes = 0;
+  uint64_t free_bytes = 0;  // cudaMemGetInfo at start: other processes' use already subtracted
+};
+
+// Kept free on every device beyond the variants' demands: cuBLASLt and graph allocations that are
+// not sized up front, allocator granularity, and room for the driver.
+inline constexpr uint64_t kGpuMemoryReserveBytes = 512ull << 20;
+
+// The budgets of the devices the demands name (cuda_memory_info for each). NotFound when a device
+// cannot be queried.
+Result<std::vector<GpuMemoryBudget>> cuda_memory_budgets(std::span<const GpuMemoryDemand> demands);
+
+// fp16 keys and values of every layer for the worker's KV budget.
+uint64_t gpu_kv_cache_bytes(const LlamaConfig& c, int64_t num_blocks, int64_t block_tokens);
+
+// Activation buffers for max_batched_tokens rows, logits for max_running rows, the cuBLASLt
+// workspace and the attention split-K workspace, as the CUDA forward pass allocates them.
+uint64_t gpu_workspace_bytes(const LlamaConfig& c, const WorkerOptions& o);
+
+// The demand of one variant served by a worker with options o (weights measured in their GPU
+// layout, which reads the 4-bit block headers once).
+GpuMemoryDemand gpu_memory_demand(std::string variant, int device, const LlamaModel& model,
+                                  const WorkerOptions& o);
+
+// Ok when, on every device, the demands assigned to it fit in free_bytes - reserve_bytes.
+// ResourceExhausted otherwise, naming the device, its free memory, each variant's parts and what
+// to change; NotFound when a demand names a device with no budget.
+Status check_gpu_memory(std::span<const GpuMemoryDemand> demands,
+                        std::span<const GpuMemoryBudget> devices, uint64_t reserve_bytes);
+
+}  // namespace qgate
