@@ -11,7 +11,10 @@
 #include <unistd.h>
 #include <vector>
 
+#include "engine/device_spec.h"
+#include "engine/gpu_memory_plan.h"
 #include "engine/model_loader.h"
+#include "kernels/cuda/device.h"
 #include "engine/worker.h"
 #include "gateway/admin_api.h"
 #include "gateway/eval_results.h"
@@ -76,9 +79,7 @@ int run_serve(const ServeArgs& a) {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  const ConfigDefaults defaults = ConfigDefaults::from_environment();
-  auto config = a.config_file.empty() ? parse_serve_config(embedded_default_config(), defaults)
-                                      : load_serve_config(a.config_file, defaults);
+  auto config = load_cli_config(a.config_file);
   if (!config.ok()) {
     spdlog::error("config: {}", config.error().message());
     return 2;
@@ -90,32 +91,74 @@ int run_serve(const ServeArgs& a) {
     return 2;
   }
 
-  std::vector<std::unique_ptr<Worker>> workers;
-  std::map<std::string, Worker*, std::less<>> by_name;
-  std::map<std::string, WorkerDescription, std::less<>> described;
+  // Devices first: every variant's device resolved, and the GPU memory of all variants that share
+  // a device checked against what it has free, before any weights are uploaded.
+  const std::vector<CudaDeviceInfo> gpus = cuda_devices();
+  std::vector<DeviceSpec> devices;
   for (const VariantConfig& v : cfg.variants) {
-    if (v.device != "cpu") {
-      spdlog::error("variant {}: device {} is not available in this build (cpu only)", v.name,
-                    v.device);
+    auto d = resolve_device(v.device, cuda_built(), gpus);
+    if (!d.ok()) {
+      spdlog::error("variant {}: device {}: {}", v.name, v.device.to_string(), d.error().message());
       return 2;
     }
+    devices.push_back(d.value());
+  }
+  std::vector<LoadedModel> models;
+  std::vector<GpuMemoryDemand> demands;
+  for (size_t i = 0; i < cfg.variants.size(); ++i) {
+    const VariantConfig& v = cfg.variants[i];
     auto model = load_model(v.model.string());
     if (!model.ok()) {
       spdlog::error("variant {}: cannot load {}: {}", v.name, v.model.string(),
                     model.error().to_string());
       return 2;
     }
-    const std::string describe = model.value().model->describe();
-    const double weight_mb = static_cast<double>(model.value().model->weight_bytes()) / 1e6;
-    auto worker = Worker::create(v.name, std::move(model).value(), v.worker);
+    if (devices[i].is_cuda()) {
+      demands.push_back(
+          gpu_memory_demand(v.name, devices[i].index, *model.value().model, v.worker));
+    }
+    models.push_back(std::move(model).value());
+  }
+  if (!demands.empty()) {
+    auto budgets = cuda_memory_budgets(demands);
+    if (!budgets.ok()) {
+      spdlog::error("GPU memory: {}", budgets.error().to_string());
+      return 2;
+    }
+    for (const GpuMemoryDemand& d : demands) {
+      spdlog::info("variant {} on cuda:{}: {:.0f} MB weights, {:.0f} MB KV cache, {:.0f} MB "
+                   "workspace",
+                   d.variant, d.device, static_cast<double>(d.weight_bytes) / 1e6,
+                   static_cast<double>(d.kv_cache_bytes) / 1e6,
+                   static_cast<double>(d.workspace_bytes) / 1e6);
+    }
+    const Status fits = check_gpu_memory(demands, budgets.value(), kGpuMemoryReserveBytes);
+    if (!fits.ok()) {
+      spdlog::error("GPU memory: {}", fits.error().message());
+      return 2;
+    }
+  }
+
+  std::vector<std::unique_ptr<Worker>> workers;
+  std::map<std::string, Worker*, std::less<>> by_name;
+  std::map<std::string, WorkerDescription, std::less<>> described;
+  for (size_t i = 0; i < cfg.variants.size(); ++i) {
+    const VariantConfig& v = cfg.variants[i];
+    LoadedModel& model = models[i];
+    const std::string describe = model.model->describe();
+    const double weight_mb = static_cast<double>(model.model->weight_bytes()) / 1e6;
+    WorkerOptions options = v.worker;
+    options.device = devices[i];
+    auto worker = Worker::create(v.name, std::move(model), options);
     if (!worker.ok()) {
       spdlog::error("variant {}: {}", v.name, worker.error().to_string());
       return 2;
     }
-    spdlog::info("variant {}: {} ({}, {:.0f} MB of weights)", v.name, v.model.string(), describe,
-                 weight_mb);
+    spdlog::info("variant {}: {} on {} ({}, {:.0f} MB of weights)", v.name, v.model.string(),
+                 devices[i].to_string(), describe, weight_mb);
     by_name.emplace(v.name, worker.value().get());
-    described.emplace(v.name, WorkerDescription{worker.value().get(), v.device, describe});
+    described.emplace(v.name,
+                      WorkerDescription{worker.value().get(), devices[i].to_string(), describe});
     workers.push_back(std::move(worker).value());
   }
 

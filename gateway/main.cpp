@@ -5,6 +5,7 @@
 
 #include "gateway/cli_eval.h"
 #include "gateway/cli_generate.h"
+#include "gateway/cli_plan.h"
 #include "gateway/cli_quantize.h"
 #include "gateway/cli_serve.h"
 
@@ -20,6 +21,7 @@ int main(int argc, char** argv) {
   qgate::add_eval_command(app, exit_code);
   qgate::add_quantize_command(app, exit_code);
   qgate::add_serve_command(app, exit_code);
+  qgate::add_plan_command(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -206,12 +206,11 @@ Result<VariantConfig> parse_variant(const Field& f, const std::filesystem::path&
   QGATE_ASSIGN_OR_RETURN(std::string model, get_string(f.child("model")));
   v.model = std::filesystem::path(model).is_absolute() ? std::filesystem::path(model)
                                                        : models_dir / model;
-  QGATE_TRY_STATUS(optional(f.child("device"), v.device, get_string));
-  const bool cuda_n = v.device.starts_with("cuda:") && v.device.size() > 5 &&
-                      std::all_of(v.device.begin() + 5, v.device.end(),
-                                  [](char c) { return c >= '0' && c <= '9'; });
-  if (v.device != "cpu" && v.device != "cuda" && !cuda_n) {
-    return config_error(f.child("device"), "must be cpu, cuda or cuda:<n>, got '" + v.device + "'");
+  if (f.child("device").present()) {
+    QGATE_ASSIGN_OR_RETURN(std::string device, get_string(f.child("device")));
+    auto spec = parse_device_spec(device);
+    if (!spec.ok()) return config_error(f.child("device"), spec.error().message());
+    v.device = spec.value();
   }
   QGATE_TRY_STATUS(parse_worker(f.child("worker"), v.worker));
   return v;
@@ -440,9 +439,11 @@ http:
 variants:
   - name: smollm2-fp16
     model: variants/smollm2-fp16
-    device: cpu
+    device: auto
+    # auto: the first GPU when qgate has CUDA and one is visible, else the CPU.
     # Shared by all three (YAML anchor). threads 0 = all cores. 8192 KV tokens are ~380 MB per
-    # worker with an fp32 cache (30 layers x 3 KV heads x 64 dims x K,V x 4 bytes = 45 KiB/token).
+    # worker with the CPU's fp32 cache (30 layers x 3 KV heads x 64 dims x K,V x 4 bytes =
+    # 45 KiB/token), half that in a GPU's fp16 cache.
     worker: &worker
       threads: 0
       max_running: 8
@@ -452,11 +453,11 @@ variants:
       max_context_tokens: 2048
   - name: smollm2-gptq
     model: variants/smollm2-gptq-4bit
-    device: cpu
+    device: auto
     worker: *worker
   - name: smollm2-awq
     model: variants/smollm2-awq-4bit
-    device: cpu
+    device: auto
     worker: *worker
 routes:
   - model: smollm2
@@ -532,6 +533,12 @@ Result<ServeConfig> parse_serve_config(std::string_view yaml, const ConfigDefaul
   } catch (const std::exception& e) {
     return make_error(ErrorCode::kInvalidArgument, std::string("config: ") + e.what());
   }
+}
+
+Result<ServeConfig> load_cli_config(const std::string& file) {
+  const ConfigDefaults defaults = ConfigDefaults::from_environment();
+  return file.empty() ? parse_serve_config(embedded_default_config(), defaults)
+                      : load_serve_config(file, defaults);
 }
 
 Result<ServeConfig> load_serve_config(const std::filesystem::path& file,

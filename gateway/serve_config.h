@@ -60,7 +60,9 @@ struct HttpLimits {
 struct VariantConfig {
   std::string name;             // [A-Za-z0-9._-]+, unique; used in metrics labels and admin URLs
   std::filesystem::path model;  // GGUF file or HF directory, resolved against the models dir
-  std::string device = "cpu";   // "cpu", "cuda" or "cuda:<n>"
+  // auto (default: the first GPU when this build has CUDA and one is visible, else the CPU), cpu,
+  // cuda (= cuda:0) or cuda:<n>; resolved at start (engine/device_spec.h).
+  DeviceSpec device{DeviceSpec::Kind::kAuto, 0};
   WorkerOptions worker;
 };
 
@@ -122,6 +124,9 @@ Result<ServeConfig> parse_serve_config(std::string_view yaml, const ConfigDefaul
 // cannot be read.
 Result<ServeConfig> load_serve_config(const std::filesystem::path& file,
                                       const ConfigDefaults& defaults);
+// What the CLI commands read: `file` when given, else the embedded default config, with defaults
+// from the environment.
+Result<ServeConfig> load_cli_config(const std::string& file);
 
 // The admin token from its configured source. NotFound when the variable is unset or the file is
 // missing; InvalidArgument when the token is empty; an empty string when no source is configured.

@@ -4,6 +4,7 @@
 
 #include <array>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 
@@ -73,6 +74,33 @@ TEST(Cli, InvalidOptionsAreRejected) {
   EXPECT_NE(run("generate --prompt hi --temperature -3 --model " + qgate::testing::model_path())
                 .exit_code, 0);
   EXPECT_NE(run("frobnicate").exit_code, 0);
+}
+
+// A variant placed on a GPU that is not there fails at start, naming the device and what is
+// visible, before anything is loaded (exit code 2, like every other configuration error).
+TEST(Cli, ServeOnAMissingGpuIsAClearError) {
+  if (!have_model()) GTEST_SKIP() << "model not found";
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() / "qgate-cli-gpu";
+  std::filesystem::create_directories(dir);
+  const std::filesystem::path config = dir / "serve.yaml";
+  FILE* f = std::fopen(config.c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  std::fprintf(f,
+               "listen: {api: {host: 127.0.0.1, port: 0}, admin: {host: 127.0.0.1, port: 0}}\n"
+               "state_dir: %s/state\n"
+               "variants:\n  - name: a\n    model: %s\n    device: cuda:63\n"
+               "routes:\n  - model: m\n    weights: {a: 1}\n    baseline: a\n",
+               dir.c_str(), qgate::testing::model_path().c_str());
+  std::fclose(f);
+  ::setenv("QGATE_ADMIN_TOKEN", "cli-test-admin-token-0123456789", 1);
+  CliRun r = run("serve --config " + config.string());
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("variant a: device cuda:63"), std::string::npos) << r.output;
+  // Without CUDA in the build the message says so; with it, it lists the visible devices.
+  EXPECT_TRUE(r.output.find("without CUDA") != std::string::npos ||
+              r.output.find("is not visible to this process") != std::string::npos)
+      << r.output;
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -55,7 +55,8 @@ TEST(ServeConfigTest, EmbeddedDefaultServesTheThreeSmolLM2Variants) {
   EXPECT_EQ(c->find_variant("smollm2-fp16")->model, "/opt/models/variants/smollm2-fp16");
   EXPECT_EQ(c->find_variant("smollm2-gptq")->model, "/opt/models/variants/smollm2-gptq-4bit");
   EXPECT_EQ(c->find_variant("smollm2-awq")->model, "/opt/models/variants/smollm2-awq-4bit");
-  EXPECT_EQ(c->find_variant("smollm2-awq")->device, "cpu");
+  // auto: the GPU where qgate has CUDA and one is visible, else the CPU (resolved at start).
+  EXPECT_EQ(c->find_variant("smollm2-awq")->device.to_string(), "auto");
   EXPECT_EQ(c->find_variant("smollm2-awq")->worker.kv_cache_tokens, 8192);  // YAML alias shared
 
   ASSERT_EQ(c->routes.size(), 4u);  // the split route, then one per variant
@@ -104,6 +105,15 @@ TEST(ServeConfigTest, EveryFieldIsRead) {
   EXPECT_EQ(c->variants[0].worker.threads, 2);
   EXPECT_EQ(c->variants[0].worker.max_running, 4);
   EXPECT_EQ(c->variants[0].worker.max_queued, WorkerOptions{}.max_queued);
+  EXPECT_EQ(c->variants[0].device.to_string(), "auto");  // the default
+  auto on_gpu = parse_serve_config(replace(kBase, "model: /abs/b", "model: /abs/b\n    device: cuda:1"),
+                                   defaults());
+  ASSERT_TRUE(on_gpu.ok()) << on_gpu.error().to_string();
+  EXPECT_EQ(on_gpu->variants[1].device, (DeviceSpec{DeviceSpec::Kind::kCuda, 1}));
+  auto on_cpu = parse_serve_config(replace(kBase, "model: /abs/b", "model: /abs/b\n    device: cpu"),
+                                   defaults());
+  ASSERT_TRUE(on_cpu.ok()) << on_cpu.error().to_string();
+  EXPECT_EQ(on_cpu->variants[1].device.to_string(), "cpu");
   EXPECT_EQ(c->routes[0].fallback, std::vector<std::string>{"a"});  // default: the baseline
   EXPECT_FALSE(c->routes[0].sticky.enabled());
   EXPECT_EQ(c->retry.max_attempts, 2);
@@ -181,7 +191,7 @@ TEST(ServeConfigTest, BrokenConfigsNameTheField) {
       {replace(kBase, "name: b", "name: b/c"), "variants[1].name: may hold only letters, digits"},
       {replace(kBase, "    model: /abs/b\n", ""), "variants[1].model: is required"},
       {replace(kBase, "model: /abs/b", "model: /abs/b\n    device: tpu"),
-       "variants[1].device: must be cpu, cuda or cuda:<n>, got 'tpu'"},
+       "variants[1].device: device must be auto, cpu, cuda or cuda:<n>, got 'tpu'"},
       {replace(kBase, "max_running: 4", "max_running: 0"),
        "variants[0].worker.max_running: must be >= 1"},
       {replace(kBase, "max_running: 4", "kv_cache_tokens: 8, kv_block_tokens: 16"),
