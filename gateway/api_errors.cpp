@@ -75,6 +75,10 @@ ApiError ApiError::internal(std::string message) {
   return make(500, "internal_error", std::move(message), "", "internal_error");
 }
 
+ApiError ApiError::timeout(std::string message) {
+  return make(504, "timeout_error", std::move(message), "", "request_timeout");
+}
+
 ApiError ApiError::from_error(const Error& error, std::string param) {
   switch (error.code()) {
     case ErrorCode::kInvalidArgument:

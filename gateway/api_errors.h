@@ -38,6 +38,8 @@ struct ApiError {
   static ApiError overloaded(std::string message, int retry_after_seconds = 1);
   static ApiError unavailable(std::string message, int retry_after_seconds = 1);
   static ApiError internal(std::string message);
+  // 504: the request ran past the gateway's whole-request deadline (http.request_timeout).
+  static ApiError timeout(std::string message);
   // InvalidArgument/OutOfRange/InvalidFormat/Unsupported -> 400, NotFound -> 404,
   // ResourceExhausted -> 429, everything else -> 500.
   static ApiError from_error(const Error& error, std::string param = {});

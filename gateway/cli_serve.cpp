@@ -248,6 +248,7 @@ int run_serve(const ServeArgs& a) {
 
   RoutedServiceOptions ro;
   ro.first_byte_timeout = cfg.http.first_byte_timeout;
+  ro.request_timeout = cfg.http.request_timeout;
   ro.probe_interval = cfg.health.probe_interval;
   ro.probe_timeout = cfg.health.probe_timeout;
   ServiceTelemetry telemetry;

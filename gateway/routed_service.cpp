@@ -91,10 +91,17 @@ class RequestState : public std::enable_shared_from_this<RequestState> {
         shadow_sampled_(shadow_sampled),
         accepted_at_(std::chrono::steady_clock::now()) {}
 
+  // A timer still held here is released on the timer thread (see cancel_timer()).
+  ~RequestState() {
+    cancel_timer();
+    cancel_deadline();
+  }
+
   void begin() {
     auto self = shared_from_this();
     out_->on_cancel([self] { self->client_gone(); });
     std::unique_lock lock(mu_);
+    arm_deadline();
     try_next(lock, ApiError::unavailable("no variant available"));
   }
 
@@ -111,6 +118,7 @@ class RequestState : public std::enable_shared_from_this<RequestState> {
     if (attempt != attempt_ || done_) return;
     done_ = true;
     cancel_timer();
+    cancel_deadline();
     if (summary.finish_reason == FinishReason::kCancelled && cancelled_) {
       finished(kClientClosedRequest);
       return;
@@ -147,6 +155,7 @@ class RequestState : public std::enable_shared_from_this<RequestState> {
     if (started_) {
       // Bytes already went out: the client sees an SSE error event, never a silent truncation.
       done_ = true;
+      cancel_deadline();
       attempt_failed(AttemptFailure::kMidStream);
       const ApiError e =
           ApiError::internal("variant " + variant_ + " failed mid-response: " + error.message());
@@ -167,6 +176,7 @@ class RequestState : public std::enable_shared_from_this<RequestState> {
       std::lock_guard lock(mu_);
       cancelled_ = true;
       cancel_timer();
+      cancel_deadline();
       handle = handle_;
     }
     if (handle) handle->cancel();
@@ -186,6 +196,31 @@ class RequestState : public std::enable_shared_from_this<RequestState> {
     // Moving on first makes the abandoned attempt's late events stale before cancel() fires.
     try_next(lock, ApiError::unavailable("variant " + variant + " timed out before the first token"));
     lock.unlock();
+    if (handle) handle->cancel();
+  }
+
+  // http.request_timeout: the generation is cancelled and the client told, whatever attempt or
+  // phase the request is in. Not a verdict on the variant (a long generation is not a fault), so
+  // the outlier detector hears nothing; the request counts with code 504.
+  void request_deadline() {
+    std::shared_ptr<RequestHandle> handle;
+    {
+      std::lock_guard lock(mu_);
+      if (done_) return;
+      done_ = true;
+      cancel_timer();
+      handle = std::move(handle_);
+      ++attempt_;  // late events of the cancelled attempt are stale
+      const ApiError e = ApiError::timeout("the request ran past the gateway's request timeout");
+      spdlog::warn("request {}: past the request timeout on variant {}; cancelled", meta_.id,
+                   variant_.empty() ? "none" : variant_);
+      if (started_) {
+        out_->error_after_start(e);
+        finished(e.status);
+      } else {
+        fail_request(e);
+      }
+    }
     if (handle) handle->cancel();
   }
 
@@ -306,6 +341,22 @@ class RequestState : public std::enable_shared_from_this<RequestState> {
     });
   }
 
+  void arm_deadline() {
+    if (impl_->options.request_timeout <= std::chrono::steady_clock::duration::zero()) return;
+    deadline_ = std::make_unique<asio::steady_timer>(impl_->timers, impl_->options.request_timeout);
+    std::weak_ptr<RequestState> weak = weak_from_this();
+    deadline_->async_wait([weak](const boost::system::error_code& ec) {
+      if (ec) return;
+      if (auto self = weak.lock()) self->request_deadline();
+    });
+  }
+
+  void cancel_deadline() {
+    if (!deadline_) return;
+    std::shared_ptr<asio::steady_timer> timer(std::move(deadline_));
+    asio::post(impl_->timers, [timer] { timer->cancel(); });
+  }
+
   void cancel_timer() {
     // steady_timer::cancel is not thread-safe against the timer thread's use of the same timer
     // object; posting keeps every touch of the timer on that thread.
@@ -331,6 +382,7 @@ class RequestState : public std::enable_shared_from_this<RequestState> {
 
   void fail_request(const ApiError& error) {
     done_ = true;
+    cancel_deadline();
     out_->fail(error);
     finished(error.status);
   }
@@ -425,7 +477,8 @@ class RequestState : public std::enable_shared_from_this<RequestState> {
   std::string variant_;
   Admission admission_;
   std::shared_ptr<RequestHandle> handle_;
-  std::unique_ptr<asio::steady_timer> timer_;
+  std::unique_ptr<asio::steady_timer> timer_;     // first byte of the current attempt
+  std::unique_ptr<asio::steady_timer> deadline_;  // the whole request
   bool started_ = false;
   bool done_ = false;
   bool cancelled_ = false;

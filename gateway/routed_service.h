@@ -32,6 +32,9 @@ namespace qgate {
 
 struct RoutedServiceOptions {
   std::chrono::steady_clock::duration first_byte_timeout = std::chrono::seconds(30);
+  // The whole request, fallbacks and streaming included: past it the generation is cancelled and
+  // the client gets a 504 (or, once streaming, an SSE error event). 0: no deadline.
+  std::chrono::steady_clock::duration request_timeout = std::chrono::minutes(10);
   std::chrono::steady_clock::duration probe_interval = std::chrono::seconds(10);  // 0: no probes
   std::chrono::steady_clock::duration probe_timeout = std::chrono::seconds(5);
   uint64_t seed = 0;  // for the weighted choice of requests without a sticky key

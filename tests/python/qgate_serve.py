@@ -43,6 +43,7 @@ models_dir: MODELS_DIR
 http:
   first_byte_timeout: 5s
   shutdown_grace: 5s
+HTTP_EXTRA
 variants:
   - {name: smollm2-fp16, model: variants/smollm2-fp16, worker: &w {threads: 1, max_running: 8, max_batched_tokens: 256, kv_cache_tokens: 4096, max_queued: 64, max_context_tokens: 1024}}
   - {name: smollm2-gptq, model: variants/smollm2-gptq-4bit, worker: *w}
@@ -96,9 +97,10 @@ def run_eval(json_path, max_tokens=64, context=32):
 class Server:
     """A `qgate serve` process in `state_dir` (config, state, log, ready file all live there)."""
 
-    def __init__(self, state_dir, extra_config=""):
+    def __init__(self, state_dir, extra_config="", http_extra=""):
         self.state_dir = state_dir
         self.extra_config = extra_config
+        self.http_extra = http_extra  # more keys of the http: block, indented by two spaces
         self.proc = None
 
     def start(self):
@@ -106,7 +108,8 @@ class Server:
         cfg = os.path.join(self.state_dir, "config.yaml")
         with open(cfg, "w") as f:
             f.write(CONFIG.replace("STATE_DIR", os.path.join(self.state_dir, "state"))
-                    .replace("MODELS_DIR", MODELS).replace("EXTRA", self.extra_config))
+                    .replace("MODELS_DIR", MODELS).replace("HTTP_EXTRA", self.http_extra)
+                    .replace("EXTRA", self.extra_config))
         ready = os.path.join(self.state_dir, "ready.json")
         if os.path.exists(ready):
             os.remove(ready)
