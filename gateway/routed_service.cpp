@@ -108,8 +108,18 @@ class RequestState : public std::enable_shared_from_this<RequestState> {
   void on_text(uint64_t attempt, std::string_view piece, int64_t tokens_so_far) {
     std::lock_guard lock(mu_);
     if (attempt != attempt_ || done_) return;
-    if (!started_) start_response();
     record_tokens_arrived(tokens_so_far);
+    if (!request_.stream) {
+      // Nothing reaches a non-streaming client before the end, so an attempt that fails midway
+      // can still fall back: its text stays here until it finishes.
+      if (!first_text_) {
+        first_text_ = true;
+        cancel_timer();  // the variant answered within the first-byte timeout
+      }
+      pending_text_.append(piece);
+      return;
+    }
+    if (!started_) start_response();
     out_->text(piece);
   }
 
@@ -126,6 +136,7 @@ class RequestState : public std::enable_shared_from_this<RequestState> {
     admission_.report(Outcome::kSuccess);
     impl_->count(variant_, &VariantTraffic::served);
     if (!started_) start_response();
+    if (!pending_text_.empty()) out_->text(pending_text_);
     FinishInfo info;
     info.finish_reason = summary.finish_reason;
     info.prompt_tokens = summary.prompt_tokens;
@@ -166,6 +177,10 @@ class RequestState : public std::enable_shared_from_this<RequestState> {
     attempt_failed(AttemptFailure::kEngine);
     spdlog::warn("request {}: variant {} failed before the first byte ({}); falling back",
                  meta_.id, variant_, error.to_string());
+    // A non-streaming attempt's text was never sent: the next variant answers from scratch.
+    pending_text_.clear();
+    first_text_ = false;
+    tokens_seen_ = 0;
     try_next(lock, ApiError::internal("variant " + variant_ + ": " + error.message()));
   }
 
@@ -185,7 +200,7 @@ class RequestState : public std::enable_shared_from_this<RequestState> {
   void first_byte_timeout(uint64_t attempt) {
     std::shared_ptr<RequestHandle> handle;
     std::unique_lock lock(mu_);
-    if (attempt != attempt_ || done_ || started_) return;
+    if (attempt != attempt_ || done_ || started_ || first_text_) return;
     admission_.report(Outcome::kTimeout);
     impl_->count(variant_, &VariantTraffic::failures);
     attempt_failed(AttemptFailure::kTimeout);
@@ -479,7 +494,9 @@ class RequestState : public std::enable_shared_from_this<RequestState> {
   std::shared_ptr<RequestHandle> handle_;
   std::unique_ptr<asio::steady_timer> timer_;     // first byte of the current attempt
   std::unique_ptr<asio::steady_timer> deadline_;  // the whole request
-  bool started_ = false;
+  bool started_ = false;        // the response went out (streaming: at the first text)
+  bool first_text_ = false;     // non-streaming: the current attempt produced text
+  std::string pending_text_;    // non-streaming: the current attempt's text, sent at the finish
   bool done_ = false;
   bool cancelled_ = false;
   const GatewayMetrics::PairSeries* series_ = nullptr;  // variant_'s series, set with it
