@@ -493,10 +493,17 @@ void WorkerImpl::drop_finished() {
 }
 
 void WorkerImpl::publish_occupancy() {
-  const auto live = std::count_if(running_.begin(), running_.end(),
-                                  [](const RequestPtr& r) { return r->sink != nullptr; });
+  auto live = [](const RequestPtr& r) { return r->sink != nullptr; };
+  const auto running = std::count_if(running_.begin(), running_.end(), live);
+  const auto waiting = std::count_if(waiting_.begin(), waiting_.end(), live);
+  {
+    // Ended requests stay in waiting_ until drop_finished(); whoever reacts to their event must
+    // not count them as queued any more.
+    std::lock_guard lock(core_->mu);
+    core_->waiting = static_cast<int64_t>(waiting);
+  }
   std::lock_guard lock(stats_mu_);
-  stats_.running = static_cast<int64_t>(live);
+  stats_.running = static_cast<int64_t>(running);
   stats_.kv_blocks_used = cache_.used_blocks();
 }
 
