@@ -11,9 +11,12 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 "$QGATE_ROOT/scripts/prepare_variants.sh"
 
 # The sanitizer build skips CUDA and benchmarks: it exists to run the host code under ASan/UBSan.
+# -g1 (line tables only) keeps file:line in sanitizer reports; full -g made this build ~25% slower
+# (gateway/routed_service.cpp under ASan: 114 s with -g, 89 s with -g1, objects twice the size).
 ASAN_DIR="${QGATE_ASAN_BUILD_DIR:-$QGATE_ROOT/build-asan}"
 QGATE_BUILD_DIR="$ASAN_DIR" "$QGATE_ROOT/scripts/build.sh" \
-  -DQGATE_SANITIZE=ON -DQGATE_CUDA=OFF -DQGATE_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo
+  -DQGATE_SANITIZE=ON -DQGATE_CUDA=OFF -DQGATE_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O2 -g1 -DNDEBUG"
 
 status=0
 log "unit tests (Release)"
