@@ -23,9 +23,12 @@
 #include <cmath>
 #include <cstring>
 #include <map>
+#include <numeric>
+#include <span>
 #include <vector>
 
 #include "engine/batch_forward.h"
+#include "engine/gpu_memory_plan.h"
 #include "engine/gpu_weights.h"
 #include "kernels/cpu/half.h"
 #include "kernels/cuda/attention.h"
@@ -173,6 +176,8 @@ class CudaForward final : public BatchForward {
   Activations a_;
   PinnedBuffer meta_host_;
   PinnedBuffer logits_host_;
+  std::vector<int64_t> logit_rows_;  // per step, reused: no allocation on the step path
+  std::vector<int64_t> all_rows_;    // 0, 1, ..., max_running - 1: a decode step's logit rows
   std::map<int64_t, cudaGraphExec_t> decode_graphs_;  // by sequences in the step
   std::map<int64_t, int> decode_seen_;                 // eager runs before capturing
 };
@@ -196,7 +201,7 @@ Status CudaForward::init(const LlamaModel& model) {
   QGATE_TRY_STATUS(cuda_status(cudaSetDevice(device_), "cudaSetDevice"));
   QGATE_TRY_STATUS(
       cuda_status(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "stream"));
-  QGATE_ASSIGN_OR_RETURN(gemm_, cuda::CublasLtGemm::create());
+  QGATE_ASSIGN_OR_RETURN(gemm_, cuda::CublasLtGemm::create(kCublasWorkspaceBytes));
 
   // Weights.
   {
@@ -241,39 +246,31 @@ Status CudaForward::init(const LlamaModel& model) {
   QGATE_ASSIGN_OR_RETURN(k_cache_, DeviceBuffer::allocate(kv_elems * 2, "KV cache (keys)"));
   QGATE_ASSIGN_OR_RETURN(v_cache_, DeviceBuffer::allocate(kv_elems * 2, "KV cache (values)"));
 
-  // Activations for the largest step.
-  const auto rows = static_cast<size_t>(limits_.max_batched_tokens);
-  const auto running = static_cast<size_t>(limits_.max_running);
-  const auto d = static_cast<size_t>(c.hidden_size);
-  const auto qd = static_cast<size_t>(c.q_dim());
-  const auto kvd = static_cast<size_t>(c.kv_dim());
-  const auto inter = static_cast<size_t>(c.intermediate_size);
-  const size_t widest = std::max({d, qd, inter});
-  const auto vocab = static_cast<size_t>(c.vocab_size);
-  auto alloc = [](DeviceBuffer& b, size_t bytes, const char* what) -> Status {
-    QGATE_ASSIGN_OR_RETURN(b, DeviceBuffer::allocate(bytes, what));
+  // Activations, logits, metadata and workspaces for the largest step, sized by the same
+  // function the memory plan adds up.
+  const GpuStepBuffers sizes =
+      gpu_step_buffers(c, limits_.max_batched_tokens, limits_.max_running,
+                       limits_.max_context_tokens, limits_.block_tokens,
+                       lm_head_.format == GpuWeightFormat::kW4A16);
+  auto alloc = [](DeviceBuffer& b, uint64_t bytes, const char* what) -> Status {
+    QGATE_ASSIGN_OR_RETURN(b, DeviceBuffer::allocate(static_cast<size_t>(bytes), what));
     return Status::Ok();
   };
-  QGATE_TRY_STATUS(alloc(a_.x, rows * d * 4, "activations"));
-  QGATE_TRY_STATUS(alloc(a_.xb, rows * std::max(d, qd) * 2, "activations"));
-  QGATE_TRY_STATUS(alloc(a_.q, rows * qd * 2, "activations"));
-  QGATE_TRY_STATUS(alloc(a_.k, rows * kvd * 2, "activations"));
-  QGATE_TRY_STATUS(alloc(a_.v, rows * kvd * 2, "activations"));
-  QGATE_TRY_STATUS(alloc(a_.att, rows * qd * 2, "activations"));
-  QGATE_TRY_STATUS(alloc(a_.gate, rows * inter * 2, "activations"));
-  QGATE_TRY_STATUS(alloc(a_.up, rows * inter * 2, "activations"));
-  QGATE_TRY_STATUS(alloc(a_.hb, rows * inter * 2, "activations"));
-  QGATE_TRY_STATUS(alloc(a_.out, rows * d * 2, "activations"));
-  QGATE_TRY_STATUS(alloc(a_.permuted, rows * widest * 2, "activations"));
-  QGATE_TRY_STATUS(alloc(a_.final_rows, running * d * 2, "logits"));
-  QGATE_TRY_STATUS(alloc(a_.logits, running * vocab * 4, "logits"));
-  if (lm_head_.format == GpuWeightFormat::kW4A16) {
-    QGATE_TRY_STATUS(alloc(a_.logits16, running * vocab * 2, "logits"));
+  const std::pair<DeviceBuffer*, uint64_t> activations[] = {
+      {&a_.x, sizes.x},       {&a_.xb, sizes.xb},     {&a_.q, sizes.q},
+      {&a_.k, sizes.k},       {&a_.v, sizes.v},       {&a_.att, sizes.att},
+      {&a_.gate, sizes.gate}, {&a_.up, sizes.up},     {&a_.hb, sizes.hb},
+      {&a_.out, sizes.out},   {&a_.permuted, sizes.permuted}};
+  for (const auto& [buffer, bytes] : activations) {
+    QGATE_TRY_STATUS(alloc(*buffer, bytes, "activations"));
   }
+  QGATE_TRY_STATUS(alloc(a_.final_rows, sizes.final_rows, "logits"));
+  QGATE_TRY_STATUS(alloc(a_.logits, sizes.logits, "logits"));
+  QGATE_TRY_STATUS(alloc(a_.logits16, sizes.logits16, "logits"));
 
-  max_blocks_ = (limits_.max_context_tokens + limits_.block_tokens - 1) / limits_.block_tokens;
-  const auto seqs = static_cast<int64_t>(running);
-  const auto nrows = static_cast<int64_t>(rows);
+  max_blocks_ = sizes.max_blocks;
+  const int64_t seqs = limits_.max_running;
+  const int64_t nrows = limits_.max_batched_tokens;
   meta_.tokens = 0;
   meta_.row_pos = meta_.tokens + nrows;
   meta_.row_seq = meta_.row_pos + nrows;
@@ -281,7 +278,8 @@ Status CudaForward::init(const LlamaModel& model) {
   meta_.context_start = meta_.query_start + seqs + 1;
   meta_.tables = meta_.context_start + seqs;
   meta_.total = meta_.tables + seqs * max_blocks_;
-  QGATE_TRY_STATUS(alloc(a_.meta, static_cast<size_t>(meta_.total) * 4, "step metadata"));
+  QGATE_CHECK(static_cast<uint64_t>(meta_.total) * 4 == sizes.meta, "metadata layout vs plan");
+  QGATE_TRY_STATUS(alloc(a_.meta, sizes.meta, "step metadata"));
   // The split plan (and so the workspace) depends on the number of sequences, not monotonically
   // (a full batch needs no split): sized for the largest over every batch a step can have.
   size_t attention_bytes = 0;
@@ -294,10 +292,18 @@ Status CudaForward::init(const LlamaModel& model) {
     attention_bytes = std::max(attention_bytes,
                                cuda::paged_attention_workspace_bytes(shape_of, attention_shape()));
   }
-  QGATE_TRY_STATUS(alloc(a_.attention, attention_bytes,
-                         "attention workspace"));
+  if (attention_bytes > sizes.attention_bound) {
+    return make_error(ErrorCode::kInternal,
+                      "attention workspace of " + std::to_string(attention_bytes) +
+                          " bytes exceeds the memory plan's bound of " +
+                          std::to_string(sizes.attention_bound));
+  }
+  QGATE_TRY_STATUS(alloc(a_.attention, attention_bytes, "attention workspace"));
+  logit_rows_.reserve(static_cast<size_t>(seqs));
+  all_rows_.resize(static_cast<size_t>(seqs));
+  std::iota(all_rows_.begin(), all_rows_.end(), int64_t{0});
   QGATE_TRY_STATUS(meta_host_.allocate(static_cast<size_t>(meta_.total) * 4, "step metadata"));
-  QGATE_TRY_STATUS(logits_host_.allocate(running * vocab * 4, "logits"));
+  QGATE_TRY_STATUS(logits_host_.allocate(static_cast<size_t>(sizes.logits), "logits"));
   return Status::Ok();
 }
 
@@ -412,13 +418,8 @@ Status CudaForward::launch_decode_graph(int64_t seqs) {
   if (it == decode_graphs_.end()) {
     // Run eagerly the first time a batch size appears (cuBLASLt picks and caches its algorithm
     // then, outside any capture), capture on the second.
-    if (decode_seen_[seqs]++ == 0) {
-      std::vector<int64_t> all(static_cast<size_t>(seqs));
-      for (int64_t i = 0; i < seqs; ++i) all[static_cast<size_t>(i)] = i;
-      return run_step(seqs, seqs, all, false);
-    }
-    std::vector<int64_t> all(static_cast<size_t>(seqs));
-    for (int64_t i = 0; i < seqs; ++i) all[static_cast<size_t>(i)] = i;
+    const std::span<const int64_t> all(all_rows_.data(), static_cast<size_t>(seqs));
+    if (decode_seen_[seqs]++ == 0) return run_step(seqs, seqs, all, false);
     QGATE_TRY_STATUS(cuda_status(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal),
                                  "begin decode graph capture"));
     const Status launched = run_step(seqs, seqs, all, false);
@@ -464,7 +465,8 @@ Status CudaForward::forward_batch(std::span<const SequenceChunk> chunks, std::sp
 
   // Metadata into pinned memory, then one copy to the device.
   int32_t* m = meta_host_.as<int32_t>();
-  std::vector<int64_t> logit_rows;
+  std::vector<int64_t>& logit_rows = logit_rows_;
+  logit_rows.clear();
   int64_t row = 0;
   for (int64_t s = 0; s < seqs; ++s) {
     const SequenceChunk& ch = chunks[static_cast<size_t>(s)];

@@ -25,28 +25,40 @@ uint64_t gpu_kv_cache_bytes(const LlamaConfig& c, int64_t num_blocks, int64_t bl
          static_cast<uint64_t>(c.num_layers) * 2 * 2;
 }
 
-uint64_t gpu_workspace_bytes(const LlamaConfig& c, const WorkerOptions& o) {
-  const auto rows = static_cast<uint64_t>(o.max_batched_tokens);
+uint64_t GpuStepBuffers::total() const {
+  return x + xb + q + k + v + att + gate + up + hb + out + permuted + final_rows + logits16 +
+         logits + meta + attention_bound + cublas;
+}
+
+GpuStepBuffers gpu_step_buffers(const LlamaConfig& c, int64_t rows, int64_t running,
+                                int64_t max_context, int64_t block_tokens, bool int4_lm_head) {
+  const auto r = static_cast<uint64_t>(rows);
+  const auto n = static_cast<uint64_t>(running);
   const auto d = static_cast<uint64_t>(c.hidden_size);
   const auto qd = static_cast<uint64_t>(c.q_dim());
   const auto kvd = static_cast<uint64_t>(c.kv_dim());
   const auto inter = static_cast<uint64_t>(c.intermediate_size);
-  const auto widest = std::max({d, qd, inter});
-  // Residual stream fp32; normed input, q, k, v, attention output, gate, up, the act-order
-  // gather and the matmul output fp16.
-  const uint64_t activations = rows * (d * 4 + (d + qd + 2 * kvd + qd + 2 * inter + widest * 2) * 2);
-  // Logits: the gathered final rows (fp16) and fp32 logits for every sequence of a step.
-  const auto running = static_cast<uint64_t>(o.max_running);
-  const uint64_t logits = running * (d * 2 + static_cast<uint64_t>(c.vocab_size) * 4);
-  // Split-context (flash-decoding) attention partials: per sequence and head, one (head_dim
-  // outputs + max + sum) float record per chunk. The kernels' plan picks the chunking by batch and
-  // device; a chunk is never under 16 positions, which bounds it from above.
-  const auto chunks = static_cast<uint64_t>((o.max_context_tokens + 15) / 16);
-  const uint64_t attention = running * static_cast<uint64_t>(c.num_heads) * chunks *
-                             (static_cast<uint64_t>(c.head_dim) + 2) * 4;
-  const uint64_t cublas = 32ull << 20;
-  // Step metadata (tokens, positions, block tables) is small; 1 MiB covers it.
-  return activations + logits + attention + cublas + (1ull << 20);
+  const auto vocab = static_cast<uint64_t>(c.vocab_size);
+  GpuStepBuffers b;
+  b.x = r * d * 4;
+  b.xb = r * std::max(d, qd) * 2;
+  b.q = r * qd * 2;
+  b.k = r * kvd * 2;
+  b.v = r * kvd * 2;
+  b.att = r * qd * 2;
+  b.gate = b.up = b.hb = r * inter * 2;
+  b.out = r * d * 2;
+  b.permuted = r * std::max({d, qd, inter}) * 2;
+  b.final_rows = n * d * 2;
+  b.logits16 = int4_lm_head ? n * vocab * 2 : 0;
+  b.logits = n * vocab * 4;
+  b.max_blocks = (max_context + block_tokens - 1) / block_tokens;
+  b.meta = (3 * r + 2 * n + 1 + n * static_cast<uint64_t>(b.max_blocks)) * 4;
+  const auto chunks = static_cast<uint64_t>((max_context + 15) / 16);
+  b.attention_bound = n * static_cast<uint64_t>(c.num_heads) * chunks *
+                      (static_cast<uint64_t>(c.head_dim) + 2) * 4;
+  b.cublas = kCublasWorkspaceBytes;
+  return b;
 }
 
 GpuMemoryDemand gpu_memory_demand(std::string variant, int device, const LlamaModel& model,
@@ -74,7 +86,10 @@ GpuMemoryDemand gpu_memory_demand(std::string variant, int device, const LlamaMo
   m.weight_bytes = w;
   const int64_t blocks = o.kv_cache_tokens / o.kv_block_tokens;
   m.kv_cache_bytes = gpu_kv_cache_bytes(c, blocks, o.kv_block_tokens);
-  m.workspace_bytes = gpu_workspace_bytes(c, o);
+  const bool int4_head = gpu_weight_format(model.lm_head().type) == GpuWeightFormat::kW4A16;
+  m.workspace_bytes = gpu_step_buffers(c, o.max_batched_tokens, o.max_running,
+                                       o.max_context_tokens, o.kv_block_tokens, int4_head)
+                          .total();
   return m;
 }
 

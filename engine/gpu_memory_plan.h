@@ -38,6 +38,8 @@ struct GpuMemoryBudget {
 // Kept free on every device beyond the variants' demands: cuBLASLt and graph allocations that are
 // not sized up front, allocator granularity, and room for the driver.
 inline constexpr uint64_t kGpuMemoryReserveBytes = 512ull << 20;
+// The cuBLASLt workspace each CUDA forward pass allocates.
+inline constexpr uint64_t kCublasWorkspaceBytes = 32ull << 20;
 
 // The budgets of the devices the demands name (cuda_memory_info for each). NotFound when a device
 // cannot be queried.
@@ -46,12 +48,35 @@ Result<std::vector<GpuMemoryBudget>> cuda_memory_budgets(std::span<const GpuMemo
 // fp16 keys and values of every layer for the worker's KV budget.
 uint64_t gpu_kv_cache_bytes(const LlamaConfig& c, int64_t num_blocks, int64_t block_tokens);
 
-// Activation buffers for max_batched_tokens rows, logits for max_running rows, the cuBLASLt
-// workspace and the attention split-K workspace, as the CUDA forward pass allocates them.
-uint64_t gpu_workspace_bytes(const LlamaConfig& c, const WorkerOptions& o);
+// The device buffers of the CUDA forward pass for steps of up to `rows` rows and `running`
+// sequences, in bytes: engine/cuda_forward.cpp allocates exactly these, so the plan and the
+// allocation cannot drift apart.
+struct GpuStepBuffers {
+  uint64_t x = 0;         // fp32 residual stream [rows][hidden]
+  uint64_t xb = 0;        // fp16 normed input [rows][max(hidden, q_dim)]
+  uint64_t q = 0, k = 0, v = 0, att = 0;
+  uint64_t gate = 0, up = 0, hb = 0;  // fp16 [rows][intermediate]
+  uint64_t out = 0;       // fp16 o / down projection [rows][hidden]
+  uint64_t permuted = 0;  // fp16 act-order gather [rows][widest input]
+  uint64_t final_rows = 0;  // fp16 rows that want logits [running][hidden]
+  uint64_t logits16 = 0;    // fp16 logits of a 4-bit LM head [running][vocab], else 0
+  uint64_t logits = 0;      // fp32 logits [running][vocab] (the same again in pinned host memory)
+  int64_t max_blocks = 0;   // block-table stride: blocks of max_context tokens
+  uint64_t meta = 0;        // int32 tokens, positions, sequences, starts, block tables
+  // Upper bound of the split-context attention partials (the kernels' plan picks the chunking by
+  // batch and device; a chunk is never under 16 positions): per sequence and head one
+  // (head_dim outputs + max + sum) float record per chunk. The CUDA pass allocates what the
+  // kernels ask for, at most this.
+  uint64_t attention_bound = 0;
+  uint64_t cublas = 0;      // the cuBLASLt workspace
+  uint64_t total() const;
+};
+
+GpuStepBuffers gpu_step_buffers(const LlamaConfig& c, int64_t rows, int64_t running,
+                                int64_t max_context, int64_t block_tokens, bool int4_lm_head);
 
 // The demand of one variant served by a worker with options o (weights measured in their GPU
-// layout, which reads the 4-bit block headers once).
+// layout, which reads the 4-bit block headers once; workspace = gpu_step_buffers().total()).
 GpuMemoryDemand gpu_memory_demand(std::string variant, int device, const LlamaModel& model,
                                   const WorkerOptions& o);
 

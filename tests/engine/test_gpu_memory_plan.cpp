@@ -27,20 +27,27 @@ TEST(GpuMemoryPlan, KvCacheIsFp16KeysAndValuesOfEveryLayer) {
   EXPECT_EQ(gpu_kv_cache_bytes(smollm2_config(), 512, 16), 512ull * 16 * 23040);
 }
 
-TEST(GpuMemoryPlan, WorkspaceGrowsWithTheStepSizeAndTheRunningSequences) {
-  WorkerOptions small;
-  small.max_batched_tokens = 64;
-  small.max_running = 4;
-  WorkerOptions big = small;
-  big.max_batched_tokens = 512;
-  WorkerOptions more = small;
-  more.max_running = 32;
+TEST(GpuMemoryPlan, StepBuffersFollowTheStepSizeAndTheRunningSequences) {
   const LlamaConfig c = smollm2_config();
-  EXPECT_GT(gpu_workspace_bytes(c, big), gpu_workspace_bytes(c, small));
-  // Each extra running sequence needs a row of fp32 logits at least.
-  EXPECT_GE(gpu_workspace_bytes(c, more) - gpu_workspace_bytes(c, small), 28ull * 49152 * 4);
-  // The cuBLASLt workspace alone is 32 MiB.
-  EXPECT_GT(gpu_workspace_bytes(c, small), 32ull << 20);
+  const GpuStepBuffers small = gpu_step_buffers(c, 64, 4, 2048, 16, false);
+  // Residual stream fp32, matmul inputs/outputs fp16, every row of the step.
+  EXPECT_EQ(small.x, 64u * 576 * 4);
+  EXPECT_EQ(small.gate, 64u * 1536 * 2);
+  EXPECT_EQ(small.permuted, 64u * 1536 * 2);  // the widest input: the down projection's
+  EXPECT_EQ(small.logits, 4u * 49152 * 4);
+  EXPECT_EQ(small.logits16, 0u);
+  EXPECT_EQ(small.max_blocks, 128);
+  EXPECT_EQ(small.meta, (3u * 64 + 2 * 4 + 1 + 4 * 128) * 4);
+  EXPECT_EQ(small.cublas, kCublasWorkspaceBytes);
+  EXPECT_EQ(small.total(), small.x + small.xb + small.q + small.k + small.v + small.att +
+                               small.gate + small.up + small.hb + small.out + small.permuted +
+                               small.final_rows + small.logits16 + small.logits + small.meta +
+                               small.attention_bound + small.cublas);
+  // A 4-bit LM head adds its fp16 logits; more rows and more sequences cost more.
+  EXPECT_EQ(gpu_step_buffers(c, 64, 4, 2048, 16, true).logits16, 4u * 49152 * 2);
+  EXPECT_GT(gpu_step_buffers(c, 512, 4, 2048, 16, false).total(), small.total());
+  EXPECT_GE(gpu_step_buffers(c, 64, 32, 2048, 16, false).total() - small.total(),
+            28ull * 49152 * 4);
 }
 
 GpuMemoryDemand demand(const char* name, int device, uint64_t gib_tenths) {
@@ -98,7 +105,11 @@ TEST(GpuMemoryPlan, DemandOfTheRealModel) {
   EXPECT_GT(d.weight_bytes, embedding + others / 2);
   EXPECT_LT(d.weight_bytes, embedding + others * 2);
   EXPECT_EQ(d.kv_cache_bytes, 8192ull * 23040);
-  EXPECT_EQ(d.workspace_bytes, gpu_workspace_bytes(model_->model->config(), o));
+  // The GGUF's LM head is the tied Q8_0/F16 embedding: fp16 on the GPU, so no fp16 logits buffer.
+  EXPECT_EQ(d.workspace_bytes,
+            gpu_step_buffers(model_->model->config(), o.max_batched_tokens, o.max_running,
+                             o.max_context_tokens, o.kv_block_tokens, false)
+                .total());
   EXPECT_EQ(d.total(), d.weight_bytes + d.kv_cache_bytes + d.workspace_bytes);
 }
 
