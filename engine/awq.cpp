@@ -23,6 +23,7 @@
 #include <string>
 
 #include "engine/quantize_math.h"
+#include "kernels/cpu/matmul.h"
 #include "kernels/cpu/thread_pool.h"
 
 namespace qgate {
@@ -34,6 +35,12 @@ using quantize_internal::dot;
 using quantize_internal::group_width;
 using quantize_internal::parallel_for;
 
+struct QuadraticLossScratch {
+  std::vector<float> eg;
+  std::vector<double> per_row;
+  MatmulScratch mm;
+};
+
 Status check_inputs(const char* who, std::span<const float> x, int64_t tokens, int64_t k) {
   if (tokens <= 0 || static_cast<int64_t>(x.size()) != tokens * k) {
     return make_error(ErrorCode::kInvalidArgument,
@@ -44,21 +51,26 @@ Status check_inputs(const char* who, std::span<const float> x, int64_t tokens, i
   return Status::Ok();
 }
 
-// Σ_rows eᵀ G e over the rows of e [rows][K], G [K][K] symmetric. Rows are summed in order, so the
-// result does not depend on the pool.
+// Σ_rows eᵀ G e over the rows of e [rows][K], G [K][K] symmetric. E·G is one f32 GEMM (G = Gᵀ, so
+// it is the y = x·Wᵀ the CPU kernels compute with W = G): the kernel's register tiles reuse each
+// loaded row of G across several rows of E, where a matrix-vector product per row streamed all of
+// G (9 MB for the MLP's down projection) from memory once per row and grid point. Each GEMM output
+// is computed the same way whatever the pool's size, and rows are summed in order, so the result
+// does not depend on the pool.
 double quadratic_loss(const std::vector<float>& e, int64_t rows, int64_t k,
-                      const std::vector<float>& g, ThreadPool* pool) {
-  std::vector<double> per_row(static_cast<size_t>(rows), 0.0);
-  parallel_for(pool, rows, 4, [&](int64_t b, int64_t end) {
-    std::vector<float> ge(static_cast<size_t>(k));
+                      const std::vector<float>& g, ThreadPool& pool, QuadraticLossScratch& s) {
+  s.eg.resize(static_cast<size_t>(rows * k));
+  const WeightView gram{DType::kF32, k, k, g.data()};
+  const Status st = matmul(gram, e.data(), rows, s.eg.data(), pool, s.mm);
+  if (!st.ok()) return NAN;  // unreachable: f32 rows have no block constraint
+  s.per_row.assign(static_cast<size_t>(rows), 0.0);
+  pool.parallel_for(rows, 16, [&](int64_t b, int64_t end) {
     for (int64_t r = b; r < end; ++r) {
-      const float* er = e.data() + r * k;
-      for (int64_t i = 0; i < k; ++i) ge[i] = dot(g.data() + i * k, er, k);
-      per_row[r] = static_cast<double>(dot(er, ge.data(), k));
+      s.per_row[r] = static_cast<double>(dot(e.data() + r * k, s.eg.data() + r * k, k));
     }
   });
   double sum = 0.0;
-  for (double v : per_row) sum += v;
+  for (double v : s.per_row) sum += v;
   return sum;
 }
 
@@ -115,6 +127,9 @@ Result<AwqScaleResult> awq_search_scales(std::span<const std::span<const float>>
     for (int64_t c = 0; c < k; ++c) w_mean[c] = static_cast<float>(acc[c] / total_rows);
   }
 
+  std::optional<ThreadPool> own_pool;
+  ThreadPool& gemm_pool = pool != nullptr ? *pool : own_pool.emplace(1);
+  QuadraticLossScratch loss_scratch;
   AwqScaleResult best;
   best.loss = INFINITY;
   std::vector<float> s(static_cast<size_t>(k));
@@ -149,7 +164,7 @@ Result<AwqScaleResult> awq_search_scales(std::span<const std::span<const float>>
           err[r * k + c] = weights[l][r * k + c] - q.dequant(r, c) / s[c];
         }
       }
-      loss += quadratic_loss(err, n, k, gram, pool);
+      loss += quadratic_loss(err, n, k, gram, gemm_pool, loss_scratch);
     }
     loss /= static_cast<double>(total_rows);
     best.losses.push_back(loss);

@@ -525,6 +525,30 @@ TEST(Awq, ScalesReduceOutputErrorOnSalientChannels) {
   }
 }
 
+// The scale search's loss is a GEMM over the pool; its results must not depend on the pool's size
+// (a variant quantized on 2 cores is bit-identical to one quantized on 16). Awkward sizes: K not a
+// multiple of any register tile, row counts that split unevenly.
+TEST(Awq, ScaleSearchIsIndependentOfThePool) {
+  const int64_t k = 200, tokens = 300;
+  const std::vector<int64_t> rows = {37, 5};
+  const auto w0 = normal_matrix(rows[0], k, 0.05f, 40);
+  const auto w1 = normal_matrix(rows[1], k, 0.05f, 41);
+  const auto x = salient_inputs(tokens, k, 42);
+  const std::vector<std::span<const float>> ws = {w0, w1};
+  AwqParams p;
+  p.group_size = 40;
+  p.n_grid = 8;
+  auto serial = awq_search_scales(ws, rows, k, x, tokens, p);
+  ASSERT_TRUE(serial.ok()) << serial.error().to_string();
+  for (int threads : {1, 2, 3}) {
+    ThreadPool pool(threads);
+    auto res = awq_search_scales(ws, rows, k, x, tokens, p, &pool);
+    ASSERT_TRUE(res.ok()) << res.error().to_string();
+    EXPECT_EQ(res->losses, serial->losses) << threads << " threads";
+    EXPECT_EQ(res->scales, serial->scales) << threads << " threads";
+  }
+}
+
 TEST(Awq, AlphaZeroIsRtn) {
   const int64_t n = 64, k = 192, tokens = 256;
   const auto w = normal_matrix(n, k, 0.05f, 23);
