@@ -425,11 +425,11 @@ Status CudaForward::launch_decode_graph(int64_t seqs) {
     const Status launched = run_step(seqs, seqs, all, false);
     cudaGraph_t graph = nullptr;
     const cudaError_t ended = cudaStreamEndCapture(stream_, &graph);
-    if (!launched.ok()) {
+    if (!launched.ok() || ended != cudaSuccess) {
       if (graph != nullptr) cudaGraphDestroy(graph);
-      return launched;
+      QGATE_TRY_STATUS(launched);
+      return cuda_status(ended, "end decode graph capture");
     }
-    QGATE_TRY_STATUS(cuda_status(ended, "end decode graph capture"));
     cudaGraphExec_t exec = nullptr;
     const cudaError_t inst = cudaGraphInstantiate(&exec, graph, 0);
     cudaGraphDestroy(graph);
@@ -492,16 +492,18 @@ Status CudaForward::forward_batch(std::span<const SequenceChunk> chunks, std::sp
                                                static_cast<size_t>(meta_.total) * 4,
                                                cudaMemcpyHostToDevice, stream_),
                                "copy step metadata"));
-  if (decode) {
-    QGATE_TRY_STATUS(launch_decode_graph(seqs));
-  } else {
-    QGATE_TRY_STATUS(run_step(rows, seqs, logit_rows, true));
-  }
+  Status ran = decode ? launch_decode_graph(seqs) : run_step(rows, seqs, logit_rows, true);
   const auto logit_bytes = static_cast<size_t>(n_logits * c.vocab_size) * sizeof(float);
-  QGATE_TRY_STATUS(cuda_status(cudaMemcpyAsync(logits_host_.as<float>(), a_.logits.get(),
-                                               logit_bytes, cudaMemcpyDeviceToHost, stream_),
-                               "copy logits"));
-  QGATE_TRY_STATUS(cuda_status(cudaStreamSynchronize(stream_), "forward step"));
+  if (ran.ok()) {
+    ran = cuda_status(cudaMemcpyAsync(logits_host_.as<float>(), a_.logits.get(), logit_bytes,
+                                      cudaMemcpyDeviceToHost, stream_),
+                      "copy logits");
+  }
+  // Wait for the stream on failure too: the next step rewrites the pinned metadata from the host,
+  // which must not race the copy above if it is still in flight.
+  const cudaError_t synced = cudaStreamSynchronize(stream_);
+  QGATE_TRY_STATUS(ran);
+  QGATE_TRY_STATUS(cuda_status(synced, "forward step"));
   std::memcpy(logits.data(), logits_host_.as<float>(), logit_bytes);
   return Status::Ok();
 }

@@ -194,7 +194,8 @@ TEST(CudaForward, RejectsBatchesBeyondItsLimits) {
   EXPECT_EQ(gpu.value()->forward_batch(std::span(&c, 1), logits).error().code(),
             ErrorCode::kInvalidArgument);  // 300 rows > max_batched_tokens 256
   std::vector<int32_t> one = {1};
-  SequenceChunk far{one, 600, table, true};
+  std::vector<int32_t> long_table(64, 0);  // covers position 600, so only the context limit refuses
+  SequenceChunk far{one, 600, long_table, true};
   EXPECT_EQ(gpu.value()->forward_batch(std::span(&far, 1), logits).error().code(),
             ErrorCode::kInvalidArgument);  // past max_context_tokens
   std::vector<int32_t> bad_table = {0, 64};
