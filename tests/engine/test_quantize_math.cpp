@@ -4,7 +4,6 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <random>
@@ -427,28 +426,6 @@ TEST(Gptq, RejectsMismatchedHessian) {
   EXPECT_FALSE(quantize_gptq(w, 8, 64, empty, GptqParams{}).ok());  // no samples
   const auto h = hessian_of(normal_matrix(16, 32, 1.0f, 16), 16, 32);
   EXPECT_FALSE(quantize_gptq(w, 8, 64, h, GptqParams{}).ok());
-}
-
-TEST(Gptq, Layer1536Timing) {
-  const int64_t n = 1536, k = 1536, tokens = 256;
-  const auto w = normal_matrix(n, k, 0.02f, 17);
-  const auto x = correlated_inputs(tokens, k, 128, 18);
-  ThreadPool pool(2);
-  GptqHessian h(k);
-  const auto t0 = std::chrono::steady_clock::now();
-  ASSERT_TRUE(h.add_batch(x, tokens, &pool).ok());
-  const auto t1 = std::chrono::steady_clock::now();
-  GptqParams p;
-  p.desc_act = true;
-  auto g = quantize_gptq(w, n, k, h, p, &pool);
-  const auto t2 = std::chrono::steady_clock::now();
-  ASSERT_TRUE(g.ok()) << g.error().to_string();
-  const double hs = std::chrono::duration<double>(t1 - t0).count();
-  const double qs = std::chrono::duration<double>(t2 - t1).count();
-  std::printf("GPTQ 1536x1536, 2 threads: hessian (%lld tokens) %.2f s, quantize %.2f s\n",
-              static_cast<long long>(tokens), hs, qs);
-  // Generous: a few seconds expected; this catches an accidental O(K^3 N) or similar.
-  EXPECT_LT(qs, 20.0);
 }
 
 // --- AWQ ------------------------------------------------------------------------------------
