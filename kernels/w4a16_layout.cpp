@@ -104,9 +104,10 @@ Result<W4A16Weights> pack_w4a16(const Int4Matrix& m) {
                    " is not a positive multiple of 32");
   }
   // Keeps every word and pair index far inside int64 and the kernels' 32-bit chunk counters.
-  if (m.rows > (int64_t{1} << 30) || m.cols > (int64_t{1} << 30)) {
+  if (m.rows > (int64_t{1} << 30) || m.cols > (int64_t{1} << 30) ||
+      m.group_size > (int64_t{1} << 30)) {
     return invalid("shape " + std::to_string(m.rows) + " x " + std::to_string(m.cols) +
-                   " is too large");
+                   " (group_size " + std::to_string(m.group_size) + ") is too large");
   }
   if (m.q == nullptr || m.scale == nullptr || m.min == nullptr) {
     return invalid("q, scale and min must not be null");
@@ -126,6 +127,14 @@ Result<W4A16Weights> pack_w4a16(const Int4Matrix& m) {
       const size_t src = static_cast<size_t>(n * groups + grp);
       QGATE_ASSIGN_OR_RETURN(const uint16_t s, to_fp16(m.scale[src], "scale", n, grp));
       QGATE_ASSIGN_OR_RETURN(const uint16_t mn, to_fp16(m.min[src], "min", n, grp));
+      // The kernels dequantize with one fp16 FMA, q·scale + min for q in 0..15: each end of that
+      // range must be an fp16 value too, or the GPU computes inf where the reference does not.
+      const float top = 15.0f * fp16_to_fp32(s) + fp16_to_fp32(mn);
+      if (!std::isfinite(fp16_to_fp32(fp32_to_fp16(top)))) {
+        return invalid("15 * scale + min for row " + std::to_string(n) + " group " +
+                       std::to_string(grp) + " = " + std::to_string(top) +
+                       " is beyond the fp16 range");
+      }
       const size_t p = static_cast<size_t>(pair_at(groups, n, grp));
       w.scale_min[2 * p] = s;
       w.scale_min[2 * p + 1] = mn;

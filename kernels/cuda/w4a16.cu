@@ -105,9 +105,9 @@ Status w4a16_matmul(const W4A16DeviceWeights& w, const __half* x, int64_t m, __h
   if (w.cols < 32 || w.cols % 32 != 0 || w.cols > (int64_t{1} << 30)) {
     return invalid("cols " + std::to_string(w.cols) + " is not a multiple of 32 in [32, 2^30]");
   }
-  if (w.group_size < 32 || w.group_size % 32 != 0) {
+  if (w.group_size < 32 || w.group_size % 32 != 0 || w.group_size > (int64_t{1} << 30)) {
     return invalid("group_size " + std::to_string(w.group_size) +
-                   " is not a positive multiple of 32");
+                   " is not a multiple of 32 in [32, 2^30]");
   }
   if (m < 0 || m > (int64_t{1} << 22)) {
     return invalid("m " + std::to_string(m) + " outside [0, 2^22]");

@@ -200,6 +200,16 @@ TEST(W4A16Layout, RejectsWhatTheKernelsCannotTake) {
   bad = p;
   bad.scale[3] = 1e6f;  // finite in fp32, infinite in fp16
   expect_invalid(bad.view(), "scale[1][1]");
+  // Scale and min each fit fp16, but q = 15 dequantizes past it (15 · 5000 = 75000 > 65504).
+  bad = p;
+  bad.scale[2 * 2 + 1] = 5000.0f;
+  bad.min[2 * 2 + 1] = 0.0f;
+  expect_invalid(bad.view(), "row 2 group 1");
+  bad.min[2 * 2 + 1] = -20000.0f;  // 75000 - 20000 fits: accepted
+  EXPECT_TRUE(pack_w4a16(bad.view()).ok());
+  m = p.view();
+  m.group_size = (int64_t{1} << 30) + 32;
+  expect_invalid(m, "too large");
 }
 
 TEST(W4A16Layout, MatmulRefMatchesNaiveLoop) {
