@@ -57,12 +57,12 @@ Status check_inputs(const char* who, std::span<const float> x, int64_t tokens, i
 // G (9 MB for the MLP's down projection) from memory once per row and grid point. Each GEMM output
 // is computed the same way whatever the pool's size, and rows are summed in order, so the result
 // does not depend on the pool.
-double quadratic_loss(const std::vector<float>& e, int64_t rows, int64_t k,
-                      const std::vector<float>& g, ThreadPool& pool, QuadraticLossScratch& s) {
+Result<double> quadratic_loss(const std::vector<float>& e, int64_t rows, int64_t k,
+                              const std::vector<float>& g, ThreadPool& pool,
+                              QuadraticLossScratch& s) {
   s.eg.resize(static_cast<size_t>(rows * k));
   const WeightView gram{DType::kF32, k, k, g.data()};
-  const Status st = matmul(gram, e.data(), rows, s.eg.data(), pool, s.mm);
-  if (!st.ok()) return NAN;  // unreachable: f32 rows have no block constraint
+  QGATE_TRY_STATUS(matmul(gram, e.data(), rows, s.eg.data(), pool, s.mm));
   s.per_row.assign(static_cast<size_t>(rows), 0.0);
   pool.parallel_for(rows, 16, [&](int64_t b, int64_t end) {
     for (int64_t r = b; r < end; ++r) {
@@ -164,7 +164,9 @@ Result<AwqScaleResult> awq_search_scales(std::span<const std::span<const float>>
           err[r * k + c] = weights[l][r * k + c] - q.dequant(r, c) / s[c];
         }
       }
-      loss += quadratic_loss(err, n, k, gram, gemm_pool, loss_scratch);
+      QGATE_ASSIGN_OR_RETURN(const double layer_loss,
+                             quadratic_loss(err, n, k, gram, gemm_pool, loss_scratch));
+      loss += layer_loss;
     }
     loss /= static_cast<double>(total_rows);
     best.losses.push_back(loss);

@@ -12,7 +12,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 # The sanitizer build skips CUDA and benchmarks: it exists to run the host code under ASan/UBSan.
 # Its flags are chosen for CI time (measured on a 2-core machine, docs/TESTING.md):
-# -O1 compiles the template-heavy gateway ~40% faster than -O2 (the whole build 7.8 -> 5.2 min);
+# -O1 compiles the template-heavy gateway ~40% faster than -O2 (the whole build 7.8 -> 5.0 min);
 # -fexpensive-optimizations keeps the FMA contraction GCC otherwise does only from -O2 on, so this
 # build rounds exactly like Release (identical logits; without it one ulp in RoPE changes greedy
 # text through the int8-activation kernels and the real-model tests disagree between builds);
