@@ -125,6 +125,15 @@ TEST(GpuWeights, RealVariantsRecoverTheirGroupSize) {
       ASSERT_EQ(lin->weight.type, DType::kQ4_1) << dir;
       EXPECT_EQ(infer_int4_group_size(lin->weight), 64) << dir;
     }
+    // Every 4-bit matrix of the variant packs for the GPU kernels (shape, fp16 range of every
+    // group's q·scale + min), as the CUDA forward pass will do at load.
+    for (const LlamaLayer& layer : m->model->layers()) {
+      for (const LinearLayer* lin : {&layer.q, &layer.k, &layer.v, &layer.o, &layer.gate, &layer.up,
+                                     &layer.down}) {
+        auto packed = w4a16_from_ggml(lin->weight);
+        ASSERT_TRUE(packed.ok()) << dir << ": " << packed.error().to_string();
+      }
+    }
   }
 }
 
