@@ -4,11 +4,16 @@
 llama.cpp comes from the PyPI package llama-cpp-python, which builds it from source on this
 machine (GGML_NATIVE, so it gets the same -march=native treatment as qgate). Both engines get the
 same prompt token ids, the same thread count, greedy decoding, and are measured alternately, so
-machine noise hits both. Timing for llama.cpp uses its own perf counters (no Python overhead in
-the figures).
+machine noise hits both. llama.cpp is timed around its eval() calls from Python, so each decode
+token also pays one Python call and a numpy argmax over the vocabulary (tens of microseconds, well
+under 1% of a step here); qgate's own benchmark binary times its steps in C++.
+
+--qgate-baseline-bench adds a second qgate build (e.g. the previous commit) to the same rounds,
+so a change is measured against its predecessor and llama.cpp under the same machine noise.
 
   python3 bench/compare_llamacpp.py --qgate-bench build/bench/qgate_engine_bench \
-      --model models/SmolLM2-135M-Instruct.Q4_1.gguf --threads 2 --rounds 3
+      --model models/SmolLM2-135M-Instruct.Q4_1.gguf --threads 2 --rounds 3 \
+      [--qgate-baseline-bench /tmp/old/build/bench/qgate_engine_bench]
 """
 import argparse
 import json
@@ -54,6 +59,7 @@ def bench_qgate(binary, model, threads, n_prompt, n_gen):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--qgate-bench", required=True)
+    ap.add_argument("--qgate-baseline-bench", help="another qgate build's qgate_engine_bench")
     ap.add_argument("--model", required=True)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--prompt-tokens", type=int, default=128)
@@ -61,18 +67,23 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     a = ap.parse_args()
     rows = {"qgate": [], "llama.cpp": []}
+    if a.qgate_baseline_bench:
+        rows["qgate baseline"] = []
     for r in range(a.rounds):
         rows["qgate"].append(bench_qgate(a.qgate_bench, a.model, a.threads, a.prompt_tokens, a.gen_tokens))
+        if a.qgate_baseline_bench:
+            rows["qgate baseline"].append(bench_qgate(a.qgate_baseline_bench, a.model, a.threads,
+                                                      a.prompt_tokens, a.gen_tokens))
         rows["llama.cpp"].append(bench_llamacpp(a.model, a.threads, a.prompt_tokens, a.gen_tokens))
-        print(f"round {r}: qgate {rows['qgate'][-1]}, llama.cpp {rows['llama.cpp'][-1]}", flush=True)
+        print(f"round {r}: " + ", ".join(f"{k} {v[-1]}" for k, v in rows.items()), flush=True)
     med = {k: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v)) for k, v in rows.items()}
     print(f"\n| engine | prefill tokens/s ({a.prompt_tokens}-token prompt) | decode tokens/s |")
     print("|---|---|---|")
     for k, (p, d) in med.items():
         print(f"| {k} | {p:.1f} | {d:.1f} |")
-    print(f"| ratio qgate / llama.cpp | {med['qgate'][0] / med['llama.cpp'][0]:.2f}x | "
-          f"{med['qgate'][1] / med['llama.cpp'][1]:.2f}x |")
-
+    for peer in [k for k in med if k != "qgate"]:
+        print(f"| ratio qgate / {peer} | {med['qgate'][0] / med[peer][0]:.2f}x | "
+              f"{med['qgate'][1] / med[peer][1]:.2f}x |")
 
 if __name__ == "__main__":
     main()

@@ -5,7 +5,9 @@
 //   BM_Matmul       one weight matrix, m tokens, 1 or 2 threads; bytes/s counts weight bytes.
 //   BM_DecodeStep   every matmul of one decode token (30 layers × q,k,v,o,gate,up,down + LM head)
 //                   over distinct weight buffers (~96 MB, larger than L3), i.e. the real
-//                   bandwidth-bound decode cost; reports ms/token and tokens/s.
+//                   bandwidth-bound decode cost; reports ms/token and tokens/s. shared_input:1
+//                   issues q/k/v and gate/up as one matmul_shared_input each (the engine's way,
+//                   121 dispatches a token), shared_input:0 one matmul per matrix (211).
 //   BM_PrefillStep  the same layers for 64 tokens at once (LM head for the last token only).
 //   BM_ParallelFor  dispatch overhead of an empty parallel_for.
 #include <benchmark/benchmark.h>
@@ -16,6 +18,7 @@
 #include <cstring>
 #include <memory>
 #include <random>
+#include <span>
 #include <vector>
 
 #include "kernels/cpu/half.h"
@@ -106,6 +109,34 @@ void verify_or_die(const Shape& s, int64_t m, int threads) {
   }
 }
 
+// Aborts unless q/k/v through matmul_shared_input equal one matmul() per matrix, bitwise.
+void verify_shared_input_or_die(int64_t m, int threads) {
+  const int64_t rows[] = {kHidden, kKv, kKv};
+  std::vector<std::vector<uint8_t>> w;
+  std::vector<std::vector<float>> fused, alone;
+  std::vector<MatmulTarget> targets;
+  const auto x = random_activations(m, kHidden, 9);
+  MatmulScratch scratch;
+  for (size_t i = 0; i < 3; ++i) {
+    w.push_back(random_weights(DType::kQ4_1, rows[i], kHidden, static_cast<uint32_t>(20 + i)));
+    fused.emplace_back(static_cast<size_t>(m * rows[i]));
+    alone.emplace_back(fused.back().size());
+  }
+  for (size_t i = 0; i < 3; ++i) {
+    const WeightView view{DType::kQ4_1, rows[i], kHidden, w[i].data()};
+    targets.push_back({view, fused[i].data()});
+    if (!matmul(view, x.data(), m, alone[i].data(), pool_for(threads), scratch).ok()) std::abort();
+  }
+  if (!matmul_shared_input(targets, x.data(), m, pool_for(threads), scratch).ok()) std::abort();
+  for (size_t i = 0; i < 3; ++i) {
+    if (fused[i] != alone[i]) {
+      std::fprintf(stderr, "verification FAILED: matmul_shared_input differs, matrix %zu m=%lld\n",
+                   i, static_cast<long long>(m));
+      std::abort();
+    }
+  }
+}
+
 void BM_Matmul(benchmark::State& state) {
   const Shape& s = kShapes[state.range(0)];
   const int64_t m = state.range(1);
@@ -174,25 +205,46 @@ const ModelWeights& model() {
   return w;
 }
 
-// Runs every matmul of `m` tokens through all layers; the LM head sees `head_tokens` tokens.
-void model_matmuls(const ModelWeights& mw, int64_t m, int64_t head_tokens, ThreadPool& pool,
-                   MatmulScratch& scratch, std::vector<float>& x, std::vector<float>& y) {
-  auto mm = [&](const std::vector<uint8_t>& w, int64_t rows, int64_t cols, int64_t tokens,
-                DType type = DType::kQ4_1) {
-    if (!matmul({type, rows, cols, w.data()}, x.data(), tokens, y.data(), pool, scratch).ok()) {
-      std::abort();
+// Runs every matmul of `m` tokens through all layers; the LM head sees `head_tokens` tokens. With
+// `shared_input`, q/k/v and gate/up go out as one matmul_shared_input each, as the engine does;
+// without, one matmul() per matrix (the peer the fused form is measured against).
+void model_matmuls(const ModelWeights& mw, int64_t m, int64_t head_tokens, bool shared_input,
+                   ThreadPool& pool, MatmulScratch& scratch, std::vector<float>& x,
+                   std::vector<float>& y) {
+  auto run = [&](std::initializer_list<MatmulTarget> targets, int64_t tokens) {
+    const std::span<const MatmulTarget> all(targets.begin(), targets.size());
+    if (shared_input) {
+      if (!matmul_shared_input(all, x.data(), tokens, pool, scratch).ok()) std::abort();
+      return;
+    }
+    for (const MatmulTarget& t : all) {
+      if (!matmul(t.w, x.data(), tokens, t.y, pool, scratch).ok()) std::abort();
     }
   };
+  auto q4 = [](const std::vector<uint8_t>& w, int64_t rows, int64_t cols) {
+    return WeightView{DType::kQ4_1, rows, cols, w.data()};
+  };
+  float* out = y.data();
   for (const auto& L : mw.layers) {
-    mm(L.q, kHidden, kHidden, m);
-    mm(L.k, kKv, kHidden, m);
-    mm(L.v, kKv, kHidden, m);
-    mm(L.o, kHidden, kHidden, m);
-    mm(L.gate, kFfn, kHidden, m);
-    mm(L.up, kFfn, kHidden, m);
-    mm(L.down, kHidden, kFfn, m);
+    run({{q4(L.q, kHidden, kHidden), out},
+         {q4(L.k, kKv, kHidden), out + m * kHidden},
+         {q4(L.v, kKv, kHidden), out + m * (kHidden + kKv)}},
+        m);
+    run({{q4(L.o, kHidden, kHidden), out}}, m);
+    run({{q4(L.gate, kFfn, kHidden), out}, {q4(L.up, kFfn, kHidden), out + m * kFfn}}, m);
+    run({{q4(L.down, kHidden, kFfn), out}}, m);
   }
-  mm(mw.lm_head, kVocab, kHidden, head_tokens, DType::kQ8_0);
+  run({{{DType::kQ8_0, kVocab, kHidden, mw.lm_head.data()}, out}}, head_tokens);
+}
+
+// Arguments of both step benchmarks: threads, shared_input (0: one matmul per matrix, 1: q/k/v
+// and gate/up fused).
+void step_args(benchmark::internal::Benchmark* b) {
+  b->ArgsProduct({{1, 2}, {0, 1}})
+      ->ArgNames({"threads", "shared_input"})
+      ->UseRealTime()
+      ->Unit(benchmark::kMillisecond)
+      ->MinTime(1.0);
 }
 
 void BM_DecodeStep(benchmark::State& state) {
@@ -200,15 +252,15 @@ void BM_DecodeStep(benchmark::State& state) {
   ThreadPool& pool = pool_for(static_cast<int>(state.range(0)));
   MatmulScratch scratch;
   auto x = random_activations(1, kFfn, 3);
-  std::vector<float> y(static_cast<size_t>(kVocab));
+  std::vector<float> y(static_cast<size_t>(2 * kFfn + kVocab));
   for (auto _ : state) {
-    model_matmuls(mw, 1, 1, pool, scratch, x, y);
+    model_matmuls(mw, 1, 1, state.range(1) != 0, pool, scratch, x, y);
     benchmark::DoNotOptimize(y.data());
   }
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * mw.bytes);
   state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
 }
-BENCHMARK(BM_DecodeStep)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond)->MinTime(1.0);
+BENCHMARK(BM_DecodeStep)->Apply(step_args);
 
 void BM_PrefillStep(benchmark::State& state) {
   const int64_t m = 64;
@@ -216,15 +268,15 @@ void BM_PrefillStep(benchmark::State& state) {
   ThreadPool& pool = pool_for(static_cast<int>(state.range(0)));
   MatmulScratch scratch;
   auto x = random_activations(m, kFfn, 4);
-  std::vector<float> y(static_cast<size_t>(m * kFfn + kVocab));
+  std::vector<float> y(static_cast<size_t>(2 * m * kFfn + kVocab));
   for (auto _ : state) {
-    model_matmuls(mw, m, 1, pool, scratch, x, y);
+    model_matmuls(mw, m, 1, state.range(1) != 0, pool, scratch, x, y);
     benchmark::DoNotOptimize(y.data());
   }
   state.counters["tokens/s"] =
       benchmark::Counter(static_cast<double>(m * state.iterations()), benchmark::Counter::kIsRate);
 }
-BENCHMARK(BM_PrefillStep)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond)->MinTime(1.0);
+BENCHMARK(BM_PrefillStep)->Apply(step_args);
 
 void BM_ParallelFor(benchmark::State& state) {
   ThreadPool& pool = pool_for(2);
@@ -246,6 +298,9 @@ int main(int argc, char** argv) {
       const int64_t vm = (s.rows == kVocab && m == 64) ? 3 : m;
       for (const int threads : {1, 2}) verify_or_die(s, vm, threads);
     }
+  }
+  for (const int64_t m : {1, 64}) {
+    for (const int threads : {1, 2}) verify_shared_input_or_die(m, threads);
   }
   std::fprintf(stderr, "verification passed for every benchmarked configuration\n");
   benchmark::Initialize(&argc, argv);

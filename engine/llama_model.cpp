@@ -1,6 +1,7 @@
 #include "engine/llama_model.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 
@@ -22,6 +23,28 @@ constexpr int64_t kPrefillChunk = 128;
 
 void grow(std::vector<float>& v, size_t n) {
   if (v.size() < n) v.resize(n);
+}
+
+// out[t][i] = in[t][perm[i]] for n rows of cols: an act-order layer's input in its column order.
+void permute_rows(const float* in, int64_t n, int64_t cols, const int32_t* perm,
+                  std::vector<float>& out) {
+  grow(out, static_cast<size_t>(n * cols));
+  for (int64_t t = 0; t < n; ++t) {
+    const float* src = in + t * cols;
+    float* dst = out.data() + t * cols;
+    for (int64_t i = 0; i < cols; ++i) dst[i] = src[perm[i]];
+  }
+}
+
+// GPTQ's act-order sorts a layer's inputs by its Hessian's diagonal, and q/k/v (and gate/up)
+// share their input and so their Hessian: their permutations are equal. Pointing `to` at
+// `from`'s copy lets the forward pass see that by pointer and treat them as one projection.
+void share_equal_permutation(LinearLayer& to, const LinearLayer& from) {
+  if (to.input_perm == nullptr || from.input_perm == nullptr) return;
+  if (to.weight.cols != from.weight.cols) return;
+  if (std::equal(to.input_perm, to.input_perm + to.weight.cols, from.input_perm)) {
+    to.input_perm = from.input_perm;
+  }
 }
 
 // Scores of one attention head against every cached position; per thread so the parallel loop
@@ -171,6 +194,9 @@ Result<LlamaModel> LlamaModel::from_hf_dir(const std::string& dir) {
     QGATE_ASSIGN_OR_RETURN(l.gate, linear(p + "mlp.gate_proj", c.intermediate_size, c.hidden_size));
     QGATE_ASSIGN_OR_RETURN(l.up, linear(p + "mlp.up_proj", c.intermediate_size, c.hidden_size));
     QGATE_ASSIGN_OR_RETURN(l.down, linear(p + "mlp.down_proj", c.hidden_size, c.intermediate_size));
+    share_equal_permutation(l.k, l.q);
+    share_equal_permutation(l.v, l.q);
+    share_equal_permutation(l.up, l.gate);
     if (c.attention_bias) {
       QGATE_ASSIGN_OR_RETURN(l.q.bias, vector(p + "self_attn.q_proj.bias", c.q_dim()));
       QGATE_ASSIGN_OR_RETURN(l.k.bias, vector(p + "self_attn.k_proj.bias", c.kv_dim()));
@@ -328,24 +354,47 @@ Status LlamaModel::run_rows(int64_t n, const KvLayout& kv, std::span<const int32
 
   for (int64_t t = 0; t < n; ++t) embed(s.tokens[static_cast<size_t>(t)], s.x.data() + t * d);
 
-  auto linear = [&](const LinearLayer& l, const float* in, float* out) -> Status {
-    if (l.input_perm != nullptr) {
-      const int64_t cols = l.weight.cols;
-      grow(s.permuted, static_cast<size_t>(n * cols));
-      for (int64_t t = 0; t < n; ++t) {
-        const float* src = in + t * cols;
-        float* dst = s.permuted.data() + t * cols;
-        for (int64_t i = 0; i < cols; ++i) dst[i] = src[l.input_perm[i]];
+  // Projections that read the same input (q/k/v, gate/up) go out as one matmul_shared_input: one
+  // permutation and quantization of the input, one dispatch for all their rows. Layers whose
+  // act-order permutations differ run one by one.
+  struct Projection {
+    const LinearLayer* layer;
+    float* out;
+  };
+  auto linear = [&](std::initializer_list<Projection> projections, const float* in) -> Status {
+    const int32_t* perm = projections.begin()->layer->input_perm;
+    bool shared = true;
+    for (const Projection& p : projections) shared = shared && p.layer->input_perm == perm;
+    if (!shared || s.reference_matmul) {
+      for (const Projection& p : projections) {
+        const LinearLayer& l = *p.layer;
+        const float* x = in;
+        if (l.input_perm != nullptr) {
+          permute_rows(in, n, l.weight.cols, l.input_perm, s.permuted);
+          x = s.permuted.data();
+        }
+        if (s.reference_matmul) {
+          matmul_ref(l.weight, x, n, p.out);
+        } else {
+          QGATE_TRY_STATUS(matmul(l.weight, x, n, p.out, pool, s.mm));
+        }
       }
-      in = s.permuted.data();
-    }
-    if (s.reference_matmul) {
-      matmul_ref(l.weight, in, n, out);
     } else {
-      QGATE_TRY_STATUS(matmul(l.weight, in, n, out, pool, s.mm));
+      const float* x = in;
+      if (perm != nullptr) {
+        permute_rows(in, n, projections.begin()->layer->weight.cols, perm, s.permuted);
+        x = s.permuted.data();
+      }
+      std::array<MatmulTarget, 3> targets;
+      size_t count = 0;
+      for (const Projection& p : projections) targets[count++] = {p.layer->weight, p.out};
+      QGATE_TRY_STATUS(
+          matmul_shared_input(std::span(targets).first(count), x, n, pool, s.mm));
     }
-    if (l.bias != nullptr) {
-      for (int64_t t = 0; t < n; ++t) add_inplace(out + t * l.weight.rows, l.bias, l.weight.rows);
+    for (const Projection& p : projections) {
+      const LinearLayer& l = *p.layer;
+      if (l.bias == nullptr) continue;
+      for (int64_t t = 0; t < n; ++t) add_inplace(p.out + t * l.weight.rows, l.bias, l.weight.rows);
     }
     return Status::Ok();
   };
@@ -355,9 +404,8 @@ Status LlamaModel::run_rows(int64_t n, const KvLayout& kv, std::span<const int32
     for (int64_t t = 0; t < n; ++t) {
       rms_norm(s.x.data() + t * d, l.attn_norm, s.xb.data() + t * d, d, c.rms_norm_eps);
     }
-    QGATE_TRY_STATUS(linear(l.q, s.xb.data(), s.q.data()));
-    QGATE_TRY_STATUS(linear(l.k, s.xb.data(), s.k.data()));
-    QGATE_TRY_STATUS(linear(l.v, s.xb.data(), s.v.data()));
+    QGATE_TRY_STATUS(
+        linear({{&l.q, s.q.data()}, {&l.k, s.k.data()}, {&l.v, s.v.data()}}, s.xb.data()));
     float* keys = kv.k + li * kv.layer_stride;
     float* values = kv.v + li * kv.layer_stride;
     for (int64_t t = 0; t < n; ++t) {
@@ -372,16 +420,15 @@ Status LlamaModel::run_rows(int64_t n, const KvLayout& kv, std::span<const int32
                   static_cast<size_t>(kv_dim) * sizeof(float));
     }
     attention(n, keys, values, kv, tables, s, pool);
-    QGATE_TRY_STATUS(linear(l.o, s.att.data(), s.xb.data()));
+    QGATE_TRY_STATUS(linear({{&l.o, s.xb.data()}}, s.att.data()));
     for (int64_t t = 0; t < n; ++t) add_inplace(s.x.data() + t * d, s.xb.data() + t * d, d);
 
     for (int64_t t = 0; t < n; ++t) {
       rms_norm(s.x.data() + t * d, l.ffn_norm, s.xb.data() + t * d, d, c.rms_norm_eps);
     }
-    QGATE_TRY_STATUS(linear(l.gate, s.xb.data(), s.gate.data()));
-    QGATE_TRY_STATUS(linear(l.up, s.xb.data(), s.up.data()));
+    QGATE_TRY_STATUS(linear({{&l.gate, s.gate.data()}, {&l.up, s.up.data()}}, s.xb.data()));
     swiglu(s.gate.data(), s.up.data(), s.gate.data(), n * c.intermediate_size);
-    QGATE_TRY_STATUS(linear(l.down, s.gate.data(), s.xb.data()));
+    QGATE_TRY_STATUS(linear({{&l.down, s.xb.data()}}, s.gate.data()));
     for (int64_t t = 0; t < n; ++t) add_inplace(s.x.data() + t * d, s.xb.data() + t * d, d);
   }
 

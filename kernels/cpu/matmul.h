@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "kernels/dtype.h"
@@ -29,6 +30,20 @@ struct MatmulScratch {
 // Returns an error when cols is not a whole number of the weight's blocks.
 Status matmul(const WeightView& w, const float* x, int64_t m, float* y, ThreadPool& pool,
               MatmulScratch& scratch);
+
+// One weight matrix and where its product goes, for matmul_shared_input().
+struct MatmulTarget {
+  WeightView w;
+  float* y = nullptr;  // [m][w.rows]
+};
+
+// y_i = x · W_iᵀ for several matrices that read the same input (q/k/v, gate/up). The activations
+// are quantized once and all rows go to the pool in one dispatch, so a small matrix (SmolLM2's k
+// and v are 192 rows) does not pay a thread-pool round trip of its own. Every matrix must have
+// the same cols; when they need different activation formats (a Q4_1 and a Q8_0 matrix) the
+// call falls back to one matmul() each. The results equal matmul() on each matrix bitwise.
+Status matmul_shared_input(std::span<const MatmulTarget> targets, const float* x, int64_t m,
+                           ThreadPool& pool, MatmulScratch& scratch);
 
 // Plain reference: dequantizes each row and accumulates in double. For tests only.
 void matmul_ref(const WeightView& w, const float* x, int64_t m, float* y);

@@ -244,6 +244,18 @@ TEST_F(QuantizePipelineTest, GptqActOrderLoadsAndAgrees) {
   QuantizeOptions o = options(QuantizeMethod::kGptq, "gptq_act");
   o.desc_act = true;
   check_variant(*model_, o, 0.5);  // measured 0.65 (31/48)
+  // q/k/v (and gate/up) share their input, so act-order gives them one permutation; the loader
+  // shares it, which lets the forward pass permute and quantize that input once for all three.
+  auto m = load_model(o.output);
+  ASSERT_TRUE(m.ok()) << m.error().to_string();
+  for (const LlamaLayer& l : m->model->layers()) {
+    ASSERT_NE(l.q.input_perm, nullptr);
+    EXPECT_EQ(l.k.input_perm, l.q.input_perm);
+    EXPECT_EQ(l.v.input_perm, l.q.input_perm);
+    ASSERT_NE(l.gate.input_perm, nullptr);
+    EXPECT_EQ(l.up.input_perm, l.gate.input_perm);
+    EXPECT_NE(l.o.input_perm, l.q.input_perm);
+  }
 }
 
 TEST_F(QuantizePipelineTest, AwqGroup64LoadsAndAgrees) {

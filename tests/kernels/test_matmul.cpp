@@ -234,5 +234,94 @@ TEST(Matmul, ScratchGrowsOnlyWhenTooSmall) {
   }
 }
 
+// matmul_shared_input computes each output exactly as matmul() on that matrix alone does, whatever
+// the row counts (tails that are not a multiple of the 4-row groups), token counts and threads.
+TEST(MatmulSharedInput, EqualsOneMatmulPerMatrixBitwise) {
+  ThreadPool pool1(1), pool2(2);
+  MatmulScratch scratch;
+  const int64_t cols = 576;
+  const std::vector<std::vector<int64_t>> row_sets = {{576, 192, 192}, {1537, 3, 1}, {5, 1536}};
+  for (const DType t : {DType::kQ4_0, DType::kQ4_1, DType::kQ8_0, DType::kF16}) {
+    for (const auto& rows : row_sets) {
+      std::vector<std::vector<uint8_t>> weights;
+      for (size_t i = 0; i < rows.size(); ++i) {
+        weights.push_back(random_weights(t, rows[i], cols, static_cast<uint32_t>(31 * i + rows[i])));
+      }
+      for (const int64_t m : {1, 3, 17, 64}) {
+        const auto x = random_activations(m, cols, static_cast<uint32_t>(m));
+        for (ThreadPool* pool : {&pool1, &pool2}) {
+          std::vector<MatmulTarget> targets;
+          std::vector<std::vector<float>> fused(rows.size()), alone(rows.size());
+          for (size_t i = 0; i < rows.size(); ++i) {
+            fused[i].assign(static_cast<size_t>(m * rows[i]), NAN);
+            alone[i].assign(fused[i].size(), NAN);
+            const WeightView view{t, rows[i], cols, weights[i].data()};
+            targets.push_back({view, fused[i].data()});
+            ASSERT_TRUE(matmul(view, x.data(), m, alone[i].data(), *pool, scratch).ok());
+          }
+          ASSERT_TRUE(matmul_shared_input(targets, x.data(), m, *pool, scratch).ok());
+          for (size_t i = 0; i < rows.size(); ++i) {
+            EXPECT_EQ(0, std::memcmp(fused[i].data(), alone[i].data(), fused[i].size() * 4))
+                << dtype_name(t) << " matrix " << i << " rows=" << rows[i] << " m=" << m
+                << " threads=" << pool->num_threads();
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(MatmulSharedInput, MixedActivationFormatsFallBackToOneMatmulEach) {
+  // Q4_1 reads Q8_1 activations, Q8_0 reads Q8_0 ones, F16 reads fp32: no single quantization.
+  ThreadPool pool(2);
+  MatmulScratch scratch;
+  const int64_t cols = 64, m = 5;
+  const DType types[] = {DType::kQ4_1, DType::kQ8_0, DType::kF16};
+  const int64_t rows[] = {9, 4, 7};
+  const auto x = random_activations(m, cols, 3);
+  std::vector<std::vector<uint8_t>> weights;
+  std::vector<std::vector<float>> fused(3), alone(3);
+  std::vector<MatmulTarget> targets;
+  for (size_t i = 0; i < 3; ++i) {
+    weights.push_back(random_weights(types[i], rows[i], cols, static_cast<uint32_t>(i)));
+    fused[i].assign(static_cast<size_t>(m * rows[i]), NAN);
+    alone[i].assign(fused[i].size(), NAN);
+  }
+  for (size_t i = 0; i < 3; ++i) {
+    const WeightView view{types[i], rows[i], cols, weights[i].data()};
+    targets.push_back({view, fused[i].data()});
+    ASSERT_TRUE(matmul(view, x.data(), m, alone[i].data(), pool, scratch).ok());
+  }
+  ASSERT_TRUE(matmul_shared_input(targets, x.data(), m, pool, scratch).ok());
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(0, std::memcmp(fused[i].data(), alone[i].data(), fused[i].size() * 4))
+        << dtype_name(types[i]);
+  }
+}
+
+TEST(MatmulSharedInput, RejectsMismatchedInputsBeforeWritingAnything) {
+  ThreadPool pool(1);
+  MatmulScratch scratch;
+  const auto w = random_weights(DType::kQ8_0, 4, 64, 1);
+  const auto x = random_activations(1, 64, 2);
+  std::vector<float> y1(4, 7.0f), y2(4, 7.0f);
+  // Same bytes read as 4x64 and as 8x32: the second has other cols.
+  const MatmulTarget mismatched[] = {{{DType::kQ8_0, 4, 64, w.data()}, y1.data()},
+                                     {{DType::kQ8_0, 4, 32, w.data()}, y2.data()}};
+  auto st = matmul_shared_input(mismatched, x.data(), 1, pool, scratch);
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_NE(st.error().message().find("same cols"), std::string::npos) << st.error().message();
+  EXPECT_EQ(y1, std::vector<float>(4, 7.0f));
+
+  st = matmul_shared_input({}, x.data(), 1, pool, scratch);
+  EXPECT_FALSE(st.ok());
+
+  std::vector<MatmulTarget> too_many(9, MatmulTarget{{DType::kQ8_0, 4, 64, w.data()}, y1.data()});
+  st = matmul_shared_input(too_many, x.data(), 1, pool, scratch);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.error().message().find("at most"), std::string::npos) << st.error().message();
+}
+
 }  // namespace
 }  // namespace qgate
