@@ -35,7 +35,12 @@ int main(int argc, char** argv) {
   app.add_option("--prompt-tokens", prompt_tokens, "prefill length");
   app.add_option("--gen-tokens", gen_tokens, "decode steps");
   app.add_option("--repeats", repeats, "measurements (median reported)");
+  std::string kv_dtype_name = "f32";
+  app.add_option("--kv-cache-dtype", kv_dtype_name, "KV cache element type")
+      ->check(CLI::IsMember({"f32", "f16"}))
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  const KvDType kv_dtype = *parse_kv_dtype(kv_dtype_name);
 
   auto loaded = load_model(model_path);
   if (!loaded.ok()) {
@@ -52,7 +57,7 @@ int main(int argc, char** argv) {
   std::vector<float> logits(static_cast<size_t>(vocab));
   std::vector<double> prefill_tps, decode_tps;
   for (int r = 0; r < repeats + 1; ++r) {  // the first round warms caches and is not counted
-    KvCache cache(model.config(), prompt_tokens + gen_tokens + 1);
+    KvCache cache(model.config(), prompt_tokens + gen_tokens + 1, kv_dtype);
     auto t0 = clock::now();
     if (!model.forward(prompt, cache, scratch, pool, LogitsMode::kLast, logits).ok()) return 1;
     const double prefill_s = std::chrono::duration<double>(clock::now() - t0).count();
@@ -71,8 +76,9 @@ int main(int argc, char** argv) {
                 r, prefill_tps.back(), decode_tps.back());
   }
   std::printf("{\"engine\": \"qgate\", \"summary\": true, \"threads\": %d, \"prompt_tokens\": %lld, "
-              "\"gen_tokens\": %lld, \"prefill_tps\": %.1f, \"decode_tps\": %.1f}\n",
+              "\"gen_tokens\": %lld, \"kv_cache_dtype\": \"%s\", \"prefill_tps\": %.1f, "
+              "\"decode_tps\": %.1f}\n",
               threads, static_cast<long long>(prompt_tokens), static_cast<long long>(gen_tokens),
-              median(prefill_tps), median(decode_tps));
+              kv_dtype_name.c_str(), median(prefill_tps), median(decode_tps));
   return 0;
 }

@@ -92,11 +92,13 @@ GenerationOptions options_for(int64_t gen_tokens) {
 }
 
 DeviceSpec g_device;  // --device, resolved once in main
+KvDType g_kv_dtype = KvDType::kF32;  // --kv-cache-dtype
 
 WorkerOptions worker_options(int threads, int64_t streams, int64_t tokens_per_stream,
                              int64_t max_batched) {
   WorkerOptions o;
   o.device = g_device;
+  o.kv_cache_dtype = g_kv_dtype;
   o.threads = threads;
   o.max_running = streams;
   o.max_batched_tokens = std::max(max_batched, streams);
@@ -165,7 +167,12 @@ int main(int argc, char** argv) {
   app.add_option("--rounds", rounds, "measurements per stream count (medians reported)");
   std::string device = "cpu";
   app.add_option("--device", device, "cpu, cuda:N or auto");
+  std::string kv_dtype = "f32";
+  app.add_option("--kv-cache-dtype", kv_dtype, "KV cache element type of a CPU worker")
+      ->check(CLI::IsMember({"f32", "f16"}))
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  g_kv_dtype = *parse_kv_dtype(kv_dtype);
   auto spec = parse_device_spec(device);
   if (spec.ok()) spec = resolve_device(spec.value(), cuda_built(), cuda_devices());
   if (!spec.ok()) {
@@ -184,7 +191,7 @@ int main(int argc, char** argv) {
   // Correctness first: stream 0 alone and inside the largest batch must equal the Generator.
   {
     ThreadPool pool(threads);
-    Generator gen(*loaded->model, *loaded->tokenizer, pool, per_stream + 1);
+    Generator gen(*loaded->model, *loaded->tokenizer, pool, per_stream + 1, g_kv_dtype);
     auto ref = gen.generate(prompt_for(0, prompt_tokens), options_for(gen_tokens));
     if (!ref.ok()) {
       std::fprintf(stderr, "%s\n", ref.error().to_string().c_str());
@@ -276,11 +283,11 @@ int main(int argc, char** argv) {
     const Measured& m = measured[ci];
     const double tps = percentile(m.decode_tps, 0.5);
     std::printf("{\"summary\": true, \"device\": \"%s\", \"streams\": %lld, \"threads\": %d, "
-                "\"prompt_tokens\": %lld, "
+                "\"kv_cache_dtype\": \"%s\", \"prompt_tokens\": %lld, "
                 "\"gen_tokens\": %lld, \"decode_tps\": %.1f, \"e2e_tps\": %.1f, "
                 "\"itl_p50_ms\": %.2f, \"itl_p99_ms\": %.2f, \"decode_vs_first\": %.2f}\n",
                 g_device.to_string().c_str(), static_cast<long long>(stream_counts[ci]), threads,
-                static_cast<long long>(prompt_tokens), static_cast<long long>(gen_tokens), tps,
+                kv_dtype_name(g_kv_dtype), static_cast<long long>(prompt_tokens), static_cast<long long>(gen_tokens), tps,
                 percentile(m.e2e_tps, 0.5), percentile(m.p50, 0.5), percentile(m.p99, 0.5),
                 base > 0 ? tps / base : 0.0);
   }

@@ -34,11 +34,11 @@ Status GenerationOptions::validate() const {
 }
 
 Generator::Generator(const LlamaModel& model, const Tokenizer& tokenizer, ThreadPool& pool,
-                     int64_t context_tokens)
+                     int64_t context_tokens, KvDType kv_dtype)
     : model_(model),
       tokenizer_(tokenizer),
       pool_(pool),
-      cache_(model.config(), context_tokens),
+      cache_(model.config(), context_tokens, kv_dtype),
       logits_(static_cast<size_t>(model.config().vocab_size)) {}
 
 Result<GenerationResult> Generator::generate(std::span<const int32_t> prompt,

@@ -50,7 +50,7 @@ using TextCallback = std::function<bool(std::string_view piece)>;
 class Generator {
  public:
   Generator(const LlamaModel& model, const Tokenizer& tokenizer, ThreadPool& pool,
-            int64_t context_tokens);
+            int64_t context_tokens, KvDType kv_dtype = KvDType::kF32);
 
   Result<GenerationResult> generate(std::span<const int32_t> prompt,
                                     const GenerationOptions& options,

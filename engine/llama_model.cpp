@@ -51,13 +51,20 @@ void share_equal_permutation(LinearLayer& to, const LinearLayer& from) {
 // never allocates once warmed up.
 thread_local std::vector<float> t_scores;
 
+// Attention's inner products over an fp32 or an fp16 cache.
+inline float kv_dot(const float* q, const float* k, int64_t n) { return dot_f32(q, k, n); }
+inline float kv_dot(const float* q, const uint16_t* k, int64_t n) { return dot_f32_f16(q, k, n); }
+inline void kv_axpy(float a, const float* v, float* y, int64_t n) { axpy_f32(a, v, y, n); }
+inline void kv_axpy(float a, const uint16_t* v, float* y, int64_t n) { axpy_f16(a, v, y, n); }
+
 }  // namespace
 
-KvCache::KvCache(const LlamaConfig& config, int64_t capacity_tokens)
+KvCache::KvCache(const LlamaConfig& config, int64_t capacity_tokens, KvDType dtype)
     : capacity_(capacity_tokens),
-      layer_stride_(capacity_tokens * config.kv_dim()),
-      k_(static_cast<size_t>(config.num_layers * capacity_tokens * config.kv_dim())),
-      v_(static_cast<size_t>(config.num_layers * capacity_tokens * config.kv_dim())) {}
+      dtype_(dtype),
+      layer_bytes_(capacity_tokens * config.kv_dim() * kv_dtype_bytes(dtype)),
+      k_(static_cast<size_t>(config.num_layers * layer_bytes_)),
+      v_(static_cast<size_t>(config.num_layers * layer_bytes_)) {}
 
 void KvCache::truncate(int64_t n) { size_ = std::clamp<int64_t>(n, 0, size_); }
 
@@ -244,8 +251,8 @@ Status LlamaModel::forward(std::span<const int32_t> tokens, KvCache& cache,
     }
   }
   // The contiguous cache is one block that holds every position.
-  const KvLayout kv{cache.keys(0), cache.values(0), cache.capacity() * config_.kv_dim(), 0,
-                    cache.capacity()};
+  const KvLayout kv{cache.dtype(), cache.key_bytes(0), cache.value_bytes(0),
+                    cache.capacity() * config_.kv_dim(), 0, cache.capacity()};
   static constexpr int32_t kOnlyBlock = 0;
   const int32_t* const table[1] = {&kOnlyBlock};
   ForwardScratch& s = scratch;
@@ -331,8 +338,8 @@ Status LlamaModel::forward_batch(std::span<const SequenceChunk> chunks, PagedKvC
   if (static_cast<int64_t>(logits.size()) < rows_out * config_.vocab_size) {
     return make_error(ErrorCode::kInvalidArgument, "forward_batch: logits buffer too small");
   }
-  const KvLayout kv{cache.key_base(0), cache.value_base(0), cache.layer_stride(),
-                    cache.block_stride(), cache.block_tokens()};
+  const KvLayout kv{cache.dtype(), cache.key_bytes(0), cache.value_bytes(0),
+                    cache.layer_stride(), cache.block_stride(), cache.block_tokens()};
   return run_rows(static_cast<int64_t>(s.tokens.size()), kv, s.tables, s, pool, s.logit_rows,
                   logits.first(static_cast<size_t>(rows_out * config_.vocab_size)));
 }
@@ -406,20 +413,26 @@ Status LlamaModel::run_rows(int64_t n, const KvLayout& kv, std::span<const int32
     }
     QGATE_TRY_STATUS(
         linear({{&l.q, s.q.data()}, {&l.k, s.k.data()}, {&l.v, s.v.data()}}, s.xb.data()));
-    float* keys = kv.k + li * kv.layer_stride;
-    float* values = kv.v + li * kv.layer_stride;
+    const int64_t elem = kv_dtype_bytes(kv.dtype);
+    std::byte* keys = kv.k + li * kv.layer_stride * elem;
+    std::byte* values = kv.v + li * kv.layer_stride * elem;
     for (int64_t t = 0; t < n; ++t) {
       const int64_t pos = s.row_pos[static_cast<size_t>(t)];
       rope(s.q.data() + t * c.q_dim(), c.num_heads, c.head_dim, pos, c.rope_theta, c.rope_style);
       rope(s.k.data() + t * kv_dim, c.num_kv_heads, c.head_dim, pos, c.rope_theta, c.rope_style);
       const int32_t* table = tables[static_cast<size_t>(s.row_seq[static_cast<size_t>(t)])];
-      const int64_t at = table[pos / kv.block_tokens] * kv.block_stride +
-                         (pos % kv.block_tokens) * kv_dim;
-      std::memcpy(keys + at, s.k.data() + t * kv_dim, static_cast<size_t>(kv_dim) * sizeof(float));
-      std::memcpy(values + at, s.v.data() + t * kv_dim,
-                  static_cast<size_t>(kv_dim) * sizeof(float));
+      const int64_t at = (table[pos / kv.block_tokens] * kv.block_stride +
+                          (pos % kv.block_tokens) * kv_dim) * elem;
+      if (kv.dtype == KvDType::kF16) {
+        fp32_to_fp16_row(s.k.data() + t * kv_dim, reinterpret_cast<uint16_t*>(keys + at), kv_dim);
+        fp32_to_fp16_row(s.v.data() + t * kv_dim, reinterpret_cast<uint16_t*>(values + at), kv_dim);
+      } else {
+        std::memcpy(keys + at, s.k.data() + t * kv_dim, static_cast<size_t>(kv_dim) * sizeof(float));
+        std::memcpy(values + at, s.v.data() + t * kv_dim,
+                    static_cast<size_t>(kv_dim) * sizeof(float));
+      }
     }
-    attention(n, keys, values, kv, tables, s, pool);
+    attention(n, li, kv, tables, s, pool);
     QGATE_TRY_STATUS(linear({{&l.o, s.xb.data()}}, s.att.data()));
     for (int64_t t = 0; t < n; ++t) add_inplace(s.x.data() + t * d, s.xb.data() + t * d, d);
 
@@ -445,9 +458,23 @@ Status LlamaModel::run_rows(int64_t n, const KvLayout& kv, std::span<const int32
   return matmul(lm_head_, s.xb.data(), rows, logits.data(), pool, s.mm);
 }
 
-void LlamaModel::attention(int64_t n, const float* keys, const float* values, const KvLayout& kv,
+void LlamaModel::attention(int64_t n, int64_t layer, const KvLayout& kv,
                            std::span<const int32_t* const> tables, ForwardScratch& s,
                            ThreadPool& pool) const {
+  const int64_t offset = layer * kv.layer_stride * kv_dtype_bytes(kv.dtype);
+  if (kv.dtype == KvDType::kF16) {
+    attention_over(n, reinterpret_cast<const uint16_t*>(kv.k + offset),
+                   reinterpret_cast<const uint16_t*>(kv.v + offset), kv, tables, s, pool);
+  } else {
+    attention_over(n, reinterpret_cast<const float*>(kv.k + offset),
+                   reinterpret_cast<const float*>(kv.v + offset), kv, tables, s, pool);
+  }
+}
+
+template <typename KvT>
+void LlamaModel::attention_over(int64_t n, const KvT* keys, const KvT* values, const KvLayout& kv,
+                                std::span<const int32_t* const> tables, ForwardScratch& s,
+                                ThreadPool& pool) const {
   const LlamaConfig& c = config_;
   const int64_t hd = c.head_dim;
   const int64_t kv_dim = c.kv_dim();
@@ -467,17 +494,17 @@ void LlamaModel::attention(int64_t n, const float* keys, const float* values, co
       // Positions are visited in order whatever the block size, so the sums match a contiguous
       // cache's exactly.
       for (int64_t j0 = 0, b = 0; j0 < len; j0 += kv.block_tokens, ++b) {
-        const float* kb = keys + table[b] * kv.block_stride + kvh * hd;
+        const KvT* kb = keys + table[b] * kv.block_stride + kvh * hd;
         const int64_t j1 = std::min(len, j0 + kv.block_tokens);
-        for (int64_t j = j0; j < j1; ++j) sc[j] = dot_f32(q, kb + (j - j0) * kv_dim, hd) * scale;
+        for (int64_t j = j0; j < j1; ++j) sc[j] = kv_dot(q, kb + (j - j0) * kv_dim, hd) * scale;
       }
       softmax(sc, len);
       float* out = s.att.data() + t * c.q_dim() + h * hd;
       std::fill(out, out + hd, 0.0f);
       for (int64_t j0 = 0, b = 0; j0 < len; j0 += kv.block_tokens, ++b) {
-        const float* vb = values + table[b] * kv.block_stride + kvh * hd;
+        const KvT* vb = values + table[b] * kv.block_stride + kvh * hd;
         const int64_t j1 = std::min(len, j0 + kv.block_tokens);
-        for (int64_t j = j0; j < j1; ++j) axpy_f32(sc[j], vb + (j - j0) * kv_dim, out, hd);
+        for (int64_t j = j0; j < j1; ++j) kv_axpy(sc[j], vb + (j - j0) * kv_dim, out, hd);
       }
     }
   });

@@ -12,6 +12,7 @@
 // bit-identical whether it runs alone through forward() or inside any forward_batch().
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -29,25 +30,27 @@ class PagedKvCache;
 class SafetensorsFile;
 class ThreadPool;
 
-// Keys and values of one sequence, fp32, contiguous per layer: [position][kv_dim].
+// Keys and values of one sequence, contiguous per layer: [position][kv_dim] of fp32 or fp16.
 class KvCache {
  public:
-  KvCache(const LlamaConfig& config, int64_t capacity_tokens);
+  KvCache(const LlamaConfig& config, int64_t capacity_tokens, KvDType dtype = KvDType::kF32);
   int64_t size() const { return size_; }
   int64_t capacity() const { return capacity_; }
+  KvDType dtype() const { return dtype_; }
   void clear() { size_ = 0; }
   // Forgets positions >= n (e.g. to reuse a shared prompt prefix).
   void truncate(int64_t n);
-  float* keys(int64_t layer) { return k_.data() + layer * layer_stride_; }
-  float* values(int64_t layer) { return v_.data() + layer * layer_stride_; }
+  std::byte* key_bytes(int64_t layer) { return k_.data() + layer * layer_bytes_; }
+  std::byte* value_bytes(int64_t layer) { return v_.data() + layer * layer_bytes_; }
   void advance(int64_t n) { size_ += n; }
 
  private:
   int64_t capacity_ = 0;
   int64_t size_ = 0;
-  int64_t layer_stride_ = 0;
-  std::vector<float> k_;
-  std::vector<float> v_;
+  KvDType dtype_ = KvDType::kF32;
+  int64_t layer_bytes_ = 0;
+  std::vector<std::byte> k_;
+  std::vector<std::byte> v_;
 };
 
 // Activation buffers, grown on first use and reused so steady-state decoding never allocates.
@@ -93,12 +96,13 @@ struct SequenceChunk {
 Status validate_batch(std::span<const SequenceChunk> chunks, int64_t num_blocks,
                       int64_t block_tokens, int64_t vocab_size);
 
-// Where a step's keys/values live: layer l's block b starts at k + l * layer_stride +
-// b * block_stride (floats). A contiguous KvCache is the special case of one block holding every
-// position.
+// Where a step's keys/values live: layer l's block b starts at element l * layer_stride +
+// b * block_stride of k (v), elements of `dtype`. A contiguous KvCache is the special case of one
+// block holding every position.
 struct KvLayout {
-  float* k = nullptr;
-  float* v = nullptr;
+  KvDType dtype = KvDType::kF32;
+  std::byte* k = nullptr;
+  std::byte* v = nullptr;
   int64_t layer_stride = 0;
   int64_t block_stride = 0;
   int64_t block_tokens = 0;
@@ -153,9 +157,13 @@ class LlamaModel {
                   ForwardScratch& s, ThreadPool& pool, std::span<const int64_t> logit_rows,
                   std::span<float> logits) const;
   void embed(int32_t token, float* out) const;
-  void attention(int64_t n, const float* keys, const float* values, const KvLayout& kv,
+  void attention(int64_t n, int64_t layer, const KvLayout& kv,
                  std::span<const int32_t* const> tables, ForwardScratch& s,
                  ThreadPool& pool) const;
+  template <typename KvT>
+  void attention_over(int64_t n, const KvT* keys, const KvT* values, const KvLayout& kv,
+                      std::span<const int32_t* const> tables, ForwardScratch& s,
+                      ThreadPool& pool) const;
 
   LlamaConfig config_;
   WeightView embedding_;

@@ -211,4 +211,12 @@ Result<LlamaConfig> llama_config_from_hf_json(std::string_view json_text) {
   return c;
 }
 
+const char* kv_dtype_name(KvDType t) { return t == KvDType::kF16 ? "f16" : "f32"; }
+
+std::optional<KvDType> parse_kv_dtype(std::string_view name) {
+  if (name == "f32") return KvDType::kF32;
+  if (name == "f16") return KvDType::kF16;
+  return std::nullopt;
+}
+
 }  // namespace qgate

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -34,6 +35,15 @@ struct LlamaConfig {
   // Checks positivity, divisibility (heads by kv heads, hidden by heads) and sane upper bounds.
   Status validate() const;
 };
+
+// Element type of the keys and values a CPU forward pass caches. kF32 is the forward pass's own
+// precision (the default: results do not depend on the cache); kF16 halves the cache's memory and
+// the bytes attention reads per step, at the cost of rounding each key and value to fp16
+// (llama.cpp's default). A GPU worker always caches fp16.
+enum class KvDType { kF32, kF16 };
+const char* kv_dtype_name(KvDType t);                        // "f32", "f16"
+std::optional<KvDType> parse_kv_dtype(std::string_view name);  // "f32" / "f16"
+inline int64_t kv_dtype_bytes(KvDType t) { return t == KvDType::kF16 ? 2 : 4; }
 
 Result<LlamaConfig> llama_config_from_gguf(const GgufFile& gguf);
 // Parses the text of an HF config.json (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM).

@@ -21,16 +21,22 @@ uint64_t mix(uint64_t x) {
 }  // namespace
 
 PagedKvCache::PagedKvCache(const LlamaConfig& config, int64_t num_blocks, int64_t block_tokens,
-                           KvStorage storage)
+                           KvStorage storage, KvDType dtype)
     : num_blocks_(num_blocks),
       block_tokens_(block_tokens),
       block_stride_(block_tokens * config.kv_dim()),
       layer_stride_(num_blocks * block_tokens * config.kv_dim()),
-      // new float[] without () leaves the memory untouched, so pages are committed on first write.
-      k_(storage == KvStorage::kHost ? new float[static_cast<size_t>(config.num_layers * layer_stride_)]
-                                     : nullptr),
-      v_(storage == KvStorage::kHost ? new float[static_cast<size_t>(config.num_layers * layer_stride_)]
-                                     : nullptr),
+      dtype_(dtype),
+      // new std::byte[] without () leaves the memory untouched, so pages are committed on first
+      // write.
+      k_(storage == KvStorage::kHost
+             ? new std::byte[static_cast<size_t>(config.num_layers * layer_stride_ *
+                                                 kv_dtype_bytes(dtype))]
+             : nullptr),
+      v_(storage == KvStorage::kHost
+             ? new std::byte[static_cast<size_t>(config.num_layers * layer_stride_ *
+                                                 kv_dtype_bytes(dtype))]
+             : nullptr),
       meta_(static_cast<size_t>(num_blocks)) {
   QGATE_CHECK(num_blocks > 0 && block_tokens > 0, "paged kv cache: empty pool");
   free_.reserve(static_cast<size_t>(num_blocks));

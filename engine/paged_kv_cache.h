@@ -9,7 +9,8 @@
 // are evicted least-recently-released first when allocate() runs out of unused blocks, so they
 // count as free.
 //
-// Layout: [layer][block][token in block][kv_dim] fp32, keys and values in separate arrays, so the
+// Layout: [layer][block][token in block][kv_dim] of fp32 or fp16 (KvDType), keys and values in
+// separate arrays, so the
 // keys of one block of one layer are contiguous (what attention scans). The arrays are allocated
 // without being touched: memory is committed as blocks are first written, and the free list is
 // LIFO, so a large budget costs only what the busiest moment used.
@@ -17,6 +18,7 @@
 // Threading: not thread-safe; the engine worker's scheduler thread owns it.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <list>
 #include <memory>
@@ -38,7 +40,7 @@ enum class KvStorage { kHost, kNone };
 class PagedKvCache {
  public:
   PagedKvCache(const LlamaConfig& config, int64_t num_blocks, int64_t block_tokens,
-               KvStorage storage = KvStorage::kHost);
+               KvStorage storage = KvStorage::kHost, KvDType dtype = KvDType::kF32);
 
   int64_t block_tokens() const { return block_tokens_; }
   int64_t num_blocks() const { return num_blocks_; }
@@ -69,15 +71,25 @@ class PagedKvCache {
   // foreign keys (a collision of the parent chain's hash remains astronomically unlikely).
   std::optional<int32_t> lookup(uint64_t parent, std::span<const int32_t> tokens);
 
-  // Keys/values of `layer` start at key_base(layer); block b at + b * block_stride() floats,
-  // position i of the block at + i * kv_dim.
-  float* key_base(int64_t layer) {
+  KvDType dtype() const { return dtype_; }
+  // Keys/values of `layer` start at key_bytes(layer); block b at + b * block_stride() elements,
+  // position i of the block at + i * kv_dim elements (of dtype()).
+  std::byte* key_bytes(int64_t layer) {
     QGATE_CHECK(k_ != nullptr, "paged kv cache: no host storage");
-    return k_.get() + layer * layer_stride_;
+    return k_.get() + layer * layer_stride_ * kv_dtype_bytes(dtype_);
+  }
+  std::byte* value_bytes(int64_t layer) {
+    QGATE_CHECK(v_ != nullptr, "paged kv cache: no host storage");
+    return v_.get() + layer * layer_stride_ * kv_dtype_bytes(dtype_);
+  }
+  // The same as fp32 pointers, for an fp32 cache only.
+  float* key_base(int64_t layer) {
+    QGATE_CHECK(dtype_ == KvDType::kF32, "paged kv cache: key_base of an fp16 cache");
+    return reinterpret_cast<float*>(key_bytes(layer));
   }
   float* value_base(int64_t layer) {
-    QGATE_CHECK(v_ != nullptr, "paged kv cache: no host storage");
-    return v_.get() + layer * layer_stride_;
+    QGATE_CHECK(dtype_ == KvDType::kF32, "paged kv cache: value_base of an fp16 cache");
+    return reinterpret_cast<float*>(value_bytes(layer));
   }
   int64_t block_stride() const { return block_stride_; }
   int64_t layer_stride() const { return layer_stride_; }
@@ -99,8 +111,9 @@ class PagedKvCache {
   int64_t block_tokens_ = 0;
   int64_t block_stride_ = 0;
   int64_t layer_stride_ = 0;
-  std::unique_ptr<float[]> k_;
-  std::unique_ptr<float[]> v_;
+  KvDType dtype_ = KvDType::kF32;
+  std::unique_ptr<std::byte[]> k_;
+  std::unique_ptr<std::byte[]> v_;
   std::vector<Meta> meta_;
   std::vector<int32_t> free_;          // LIFO: recently freed blocks are warm in memory
   std::list<int32_t> evictable_;       // published, unreferenced; front = least recently released

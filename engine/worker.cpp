@@ -162,7 +162,8 @@ WorkerImpl::WorkerImpl(std::string name, LoadedModel model, const WorkerOptions&
                               options.kv_cache_tokens / options.kv_block_tokens *
                                   options.kv_block_tokens)),
       cache_(model_.config(), options.kv_cache_tokens / options.kv_block_tokens,
-             options.kv_block_tokens, device_forward ? KvStorage::kNone : KvStorage::kHost),
+             options.kv_block_tokens, device_forward ? KvStorage::kNone : KvStorage::kHost,
+             options.kv_cache_dtype),
       forward_(device_forward ? std::move(device_forward)
                               : make_cpu_forward(model_, cache_, threads)),
       logits_(static_cast<size_t>(options.max_running * model_.config().vocab_size)) {

@@ -40,6 +40,9 @@ struct WorkerOptions {
   int64_t max_queued = 64;            // admission queue bound; beyond it submit() is refused
   int64_t max_context_tokens = 2048;  // prompt + completion per sequence (<= model context)
   bool prefix_caching = true;         // share KV blocks of identical prompt prefixes
+  // Element type of a CPU worker's KV cache (model_config.h): f32 by default, f16 for half the
+  // memory per token. A GPU worker's cache is fp16 whatever this says.
+  KvDType kv_cache_dtype = KvDType::kF32;
   // Where the forward pass runs: cpu, or cuda:N (weights, KV cache and activations in that GPU's
   // memory; `threads` then only matters for the host side). kAuto is resolved by the caller
   // (engine/device_spec.h) before the worker is created; create() refuses it.

@@ -26,6 +26,7 @@ struct CommonOptions {
   std::string model;
   int threads = 0;
   int64_t context = 2048;
+  std::string kv_cache_dtype = "f32";
   int64_t max_tokens = 256;
   float temperature = 0.0f;
   int32_t top_k = 0;
@@ -49,6 +50,11 @@ void add_common_options(CLI::App* cmd, CommonOptions& o) {
       ->check(CLI::Range(0, 1024));
   cmd->add_option("-c,--context", o.context, "context size in tokens (KV cache capacity)")
       ->check(CLI::Range(16, 1 << 20));
+  cmd->add_option("--kv-cache-dtype", o.kv_cache_dtype,
+                  "KV cache element type: f32, or f16 for half the memory (as serve's "
+                  "worker.kv_cache_dtype)")
+      ->check(CLI::IsMember({"f32", "f16"}))
+      ->capture_default_str();
   cmd->add_option("-n,--max-tokens", o.max_tokens, "maximum tokens to generate")
       ->check(CLI::Range(1, 1 << 20));
   cmd->add_option("--temperature", o.temperature, "sampling temperature; 0 = greedy (default)");
@@ -101,8 +107,8 @@ std::unique_ptr<Runtime> load_runtime(const CommonOptions& o) {
       o.threads > 0 ? o.threads : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   rt->pool = std::make_unique<ThreadPool>(threads);
   const int64_t ctx = std::min(o.context, rt->loaded.model->config().max_position_embeddings);
-  rt->generator =
-      std::make_unique<Generator>(*rt->loaded.model, *rt->loaded.tokenizer, *rt->pool, ctx);
+  rt->generator = std::make_unique<Generator>(*rt->loaded.model, *rt->loaded.tokenizer,
+                                              *rt->pool, ctx, *parse_kv_dtype(o.kv_cache_dtype));
   if (o.verbose) {
     const double ms = std::chrono::duration<double, std::milli>(
                           std::chrono::steady_clock::now() - t0).count();

@@ -172,7 +172,8 @@ Status parse_worker(const Field& f, WorkerOptions& w) {
   if (!f.present()) return Status::Ok();
   QGATE_TRY_STATUS(
       expect_map(f, {"threads", "max_running", "max_batched_tokens", "kv_block_tokens",
-                     "kv_cache_tokens", "max_queued", "max_context_tokens", "prefix_caching"}));
+                     "kv_cache_tokens", "kv_cache_dtype", "max_queued", "max_context_tokens",
+                     "prefix_caching"}));
   constexpr int64_t kBig = int64_t{1} << 31;
   auto at_least = [](int64_t min) {
     return [min](const Field& x) { return get_int(x, min, kBig); };
@@ -188,6 +189,15 @@ Status parse_worker(const Field& f, WorkerOptions& w) {
   QGATE_TRY_STATUS(optional(f.child("max_queued"), w.max_queued, at_least(0)));
   QGATE_TRY_STATUS(optional(f.child("max_context_tokens"), w.max_context_tokens, at_least(1)));
   QGATE_TRY_STATUS(optional(f.child("prefix_caching"), w.prefix_caching, get_bool));
+  QGATE_TRY_STATUS(optional(f.child("kv_cache_dtype"), w.kv_cache_dtype,
+                            [](const Field& x) -> Result<KvDType> {
+                              QGATE_ASSIGN_OR_RETURN(std::string name, get_string(x));
+                              const auto dtype = parse_kv_dtype(name);
+                              if (!dtype) {
+                                return config_error(x, "must be f32 or f16, got '" + name + "'");
+                              }
+                              return *dtype;
+                            }));
   if (w.kv_cache_tokens < w.kv_block_tokens) {
     return config_error(f.child("kv_cache_tokens"), "must be >= kv_block_tokens");
   }
@@ -443,12 +453,14 @@ variants:
     # auto: the first GPU when qgate has CUDA and one is visible, else the CPU.
     # Shared by all three (YAML anchor). threads 0 = all cores. 8192 KV tokens are ~380 MB per
     # worker with the CPU's fp32 cache (30 layers x 3 KV heads x 64 dims x K,V x 4 bytes =
-    # 45 KiB/token), half that in a GPU's fp16 cache.
+    # 45 KiB/token), half that with kv_cache_dtype f16 (keys and values rounded to fp16, as
+    # llama.cpp does) and in a GPU's cache, which is always fp16.
     worker: &worker
       threads: 0
       max_running: 8
       max_batched_tokens: 256
       kv_cache_tokens: 8192
+      kv_cache_dtype: f32
       max_queued: 64
       max_context_tokens: 2048
   - name: smollm2-gptq

@@ -2,13 +2,19 @@
 // the whole implementation in builds without AVX2.
 #include "kernels/cpu/ops.h"
 
+#include "kernels/cpu/half.h"
+
 #include <cmath>
+#include <type_traits>
 #include <limits>
 #include <vector>
 
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 #define QGATE_OPS_AVX2 1
+#if defined(__F16C__)
+#define QGATE_OPS_F16C 1
+#endif
 #endif
 
 namespace qgate {
@@ -90,6 +96,70 @@ struct RopeTable {
 };
 
 thread_local RopeTable t_rope;
+
+
+// Eight elements of b as fp32: a plain load, or F16C's exact widening of fp16.
+inline float to_f32(float x) { return x; }
+inline float to_f32(uint16_t h) { return fp16_to_fp32(h); }
+#if defined(QGATE_OPS_AVX2)
+inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+#endif
+#if defined(QGATE_OPS_F16C)
+inline __m256 load8(const uint16_t* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+#endif
+
+// Σ a[i] * b[i] in fp32 with b fp32 or fp16: the body of dot_f32 and dot_f32_f16.
+template <typename T>
+float dot_widening(const float* a, const T* b, int64_t n) {
+  int64_t i = 0;
+  float s = 0.0f;
+#if defined(QGATE_OPS_AVX2)
+#if !defined(QGATE_OPS_F16C)
+  if constexpr (std::is_same_v<T, float>)
+#endif
+  {
+    // Four independent accumulators hide the FMA latency (4 cycles, 2 per cycle).
+    __m256 acc0 = _mm256_setzero_ps();
+    __m256 acc1 = _mm256_setzero_ps();
+    __m256 acc2 = _mm256_setzero_ps();
+    __m256 acc3 = _mm256_setzero_ps();
+    for (; i + 32 <= n; i += 32) {
+      acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), load8(b + i), acc0);
+      acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), load8(b + i + 8), acc1);
+      acc2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), load8(b + i + 16), acc2);
+      acc3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), load8(b + i + 24), acc3);
+    }
+    for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), load8(b + i), acc0);
+    s = hsum(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
+  }
+#endif
+  for (; i < n; ++i) s += a[i] * to_f32(b[i]);
+  return s;
+}
+
+// y += a * x with x fp32 or fp16: the body of axpy_f32 and axpy_f16.
+template <typename T>
+void axpy_widening(float a, const T* x, float* y, int64_t n) {
+  int64_t i = 0;
+#if defined(QGATE_OPS_AVX2)
+#if !defined(QGATE_OPS_F16C)
+  if constexpr (std::is_same_v<T, float>)
+#endif
+  {
+    const __m256 va = _mm256_set1_ps(a);
+    for (; i + 16 <= n; i += 16) {
+      _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, load8(x + i), _mm256_loadu_ps(y + i)));
+      _mm256_storeu_ps(y + i + 8, _mm256_fmadd_ps(va, load8(x + i + 8), _mm256_loadu_ps(y + i + 8)));
+    }
+    for (; i + 8 <= n; i += 8) {
+      _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, load8(x + i), _mm256_loadu_ps(y + i)));
+    }
+  }
+#endif
+  for (; i < n; ++i) y[i] += a * to_f32(x[i]);
+}
 
 }  // namespace
 
@@ -226,41 +296,23 @@ void add_inplace(float* y, const float* x, int64_t n) {
   for (; i < n; ++i) y[i] += x[i];
 }
 
-float dot_f32(const float* a, const float* b, int64_t n) {
-  int64_t i = 0;
-  float s = 0.0f;
-#if defined(QGATE_OPS_AVX2)
-  // Four independent accumulators hide the FMA latency (4 cycles, 2 per cycle).
-  __m256 acc0 = _mm256_setzero_ps();
-  __m256 acc1 = _mm256_setzero_ps();
-  __m256 acc2 = _mm256_setzero_ps();
-  __m256 acc3 = _mm256_setzero_ps();
-  for (; i + 32 <= n; i += 32) {
-    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
-    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
-    acc2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), acc2);
-    acc3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), acc3);
-  }
-  for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
-  s = hsum(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
-#endif
-  for (; i < n; ++i) s += a[i] * b[i];
-  return s;
-}
+float dot_f32(const float* a, const float* b, int64_t n) { return dot_widening(a, b, n); }
 
-void axpy_f32(float a, const float* x, float* y, int64_t n) {
+void axpy_f32(float a, const float* x, float* y, int64_t n) { axpy_widening(a, x, y, n); }
+
+float dot_f32_f16(const float* a, const uint16_t* b, int64_t n) { return dot_widening(a, b, n); }
+
+void axpy_f16(float a, const uint16_t* x, float* y, int64_t n) { axpy_widening(a, x, y, n); }
+
+void fp32_to_fp16_row(const float* x, uint16_t* out, int64_t n) {
   int64_t i = 0;
-#if defined(QGATE_OPS_AVX2)
-  const __m256 va = _mm256_set1_ps(a);
-  for (; i + 16 <= n; i += 16) {
-    _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-    _mm256_storeu_ps(y + i + 8, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i + 8), _mm256_loadu_ps(y + i + 8)));
-  }
+#if defined(QGATE_OPS_F16C)
   for (; i + 8 <= n; i += 8) {
-    _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    const __m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), h);
   }
 #endif
-  for (; i < n; ++i) y[i] += a * x[i];
+  for (; i < n; ++i) out[i] = fp32_to_fp16(x[i]);
 }
 
 }  // namespace qgate

@@ -27,4 +27,10 @@ void add_inplace(float* y, const float* x, int64_t n);
 float dot_f32(const float* a, const float* b, int64_t n);
 void axpy_f32(float a, const float* x, float* y, int64_t n);
 
+// The same with the second operand in IEEE fp16 (an fp16 KV cache): each element widened exactly
+// to fp32, products and sums in fp32. fp32_to_fp16_row rounds to nearest even, as fp32_to_fp16.
+float dot_f32_f16(const float* a, const uint16_t* b, int64_t n);
+void axpy_f16(float a, const uint16_t* x, float* y, int64_t n);
+void fp32_to_fp16_row(const float* x, uint16_t* out, int64_t n);
+
 }  // namespace qgate

@@ -97,9 +97,9 @@ struct Expected {
 };
 
 Expected generate_alone(const LoadedModel& m, const std::vector<int32_t>& prompt,
-                        const GenerationOptions& options) {
+                        const GenerationOptions& options, KvDType kv_dtype = KvDType::kF32) {
   ThreadPool pool(2);
-  Generator gen(*m.model, *m.tokenizer, pool, 512);
+  Generator gen(*m.model, *m.tokenizer, pool, 512, kv_dtype);
   auto r = gen.generate(prompt, options);
   EXPECT_TRUE(r.ok()) << r.error().to_string();
   return {r->tokens, r->text};
@@ -183,8 +183,12 @@ TEST(BatchInvariance, MatmulRowDoesNotDependOnTheOtherRows) {
   }
 }
 
-TEST(BatchInvariance, ForwardBatchLogitsEqualForwardAlone) {
+// For both KV element types: an fp16 paged cache must give what an fp16 contiguous one gives.
+class BatchInvarianceKv : public ::testing::TestWithParam<KvDType> {};
+
+TEST_P(BatchInvarianceKv, ForwardBatchLogitsEqualForwardAlone) {
   QGATE_REQUIRE_MODEL();
+  const KvDType dtype = GetParam();
   const LlamaModel& model = *model_->model;
   const auto vocab = static_cast<size_t>(model.config().vocab_size);
   ThreadPool pool(2);
@@ -192,7 +196,7 @@ TEST(BatchInvariance, ForwardBatchLogitsEqualForwardAlone) {
   const std::vector<int32_t> b = chat_prompt(*model_, kQuestions[1]);
 
   // Alone: a's prompt, then one decode token; b's whole prompt.
-  KvCache ca(model.config(), 128), cb(model.config(), 128);
+  KvCache ca(model.config(), 128, dtype), cb(model.config(), 128, dtype);
   ForwardScratch s;
   std::vector<float> la(vocab), la2(vocab), lb(vocab);
   ASSERT_TRUE(model.forward(a, ca, s, pool, LogitsMode::kLast, la).ok());
@@ -202,7 +206,7 @@ TEST(BatchInvariance, ForwardBatchLogitsEqualForwardAlone) {
 
   // Batched, block size 8: step 1 runs a's prompt with the first 5 tokens of b; step 2 runs a's
   // decode token with the rest of b's prompt.
-  PagedKvCache cache(model.config(), 32, 8);
+  PagedKvCache cache(model.config(), 32, 8, KvStorage::kHost, dtype);
   auto table = [&](int64_t tokens) {
     std::vector<int32_t> t;
     for (int64_t i = 0; i < cache.blocks_for(tokens); ++i) t.push_back(*cache.allocate());
@@ -221,6 +225,10 @@ TEST(BatchInvariance, ForwardBatchLogitsEqualForwardAlone) {
   EXPECT_EQ(std::vector<float>(out.begin(), out.begin() + static_cast<ptrdiff_t>(vocab)), la2);
   EXPECT_EQ(std::vector<float>(out.begin() + static_cast<ptrdiff_t>(vocab), out.end()), lb);
 }
+
+INSTANTIATE_TEST_SUITE_P(KvDTypes, BatchInvarianceKv,
+                         ::testing::Values(KvDType::kF32, KvDType::kF16),
+                         [](const auto& info) { return std::string(kv_dtype_name(info.param)); });
 
 TEST(BatchInvariance, ForwardBatchRejectsBadChunks) {
   QGATE_REQUIRE_MODEL();
@@ -281,6 +289,28 @@ TEST(Worker, BatchedGreedyEqualsGeneratorForMixedLengthsAndArrivals) {
   EXPECT_GT(st.generated_tokens_total, 0u);
   EXPECT_GT(st.decode_tokens_per_second, 0.0);
   EXPECT_GT(st.weight_bytes, 0u);
+}
+
+// kv_cache_dtype f16 reaches the worker's cache: batched greedy text equals an fp16 Generator's.
+TEST(Worker, Fp16KvCacheGivesTheFp16GeneratorsGreedyText) {
+  QGATE_REQUIRE_MODEL();
+  WorkerOptions o;
+  o.max_running = 2;
+  o.kv_block_tokens = 8;
+  o.kv_cache_tokens = 512;
+  o.kv_cache_dtype = KvDType::kF16;
+  auto w = make_worker(*model_, o);
+  std::vector<Submitted> runs;
+  std::vector<Expected> expected;
+  for (const char* q : {kQuestions[0], kQuestions[1]}) {
+    const std::vector<int32_t> p = chat_prompt(*model_, q);
+    expected.push_back(generate_alone(*model_, p, greedy(12), KvDType::kF16));
+    runs.push_back(submit(*w, p, greedy(12)));
+  }
+  for (size_t i = 0; i < runs.size(); ++i) {
+    EXPECT_EQ(runs[i].sink->summary().tokens, expected[i].tokens) << i;
+    EXPECT_EQ(runs[i].sink->text(), expected[i].text) << i;
+  }
 }
 
 TEST(Worker, SeededSamplingIsTheSameAloneAndBatched) {

@@ -106,6 +106,11 @@ TEST(ServeConfigTest, EveryFieldIsRead) {
   EXPECT_EQ(c->variants[0].worker.max_running, 4);
   EXPECT_EQ(c->variants[0].worker.max_queued, WorkerOptions{}.max_queued);
   EXPECT_EQ(c->variants[0].device.to_string(), "auto");  // the default
+  EXPECT_EQ(c->variants[0].worker.kv_cache_dtype, KvDType::kF32);  // the default
+  auto f16 = parse_serve_config(replace(kBase, "max_running: 4", "max_running: 4, kv_cache_dtype: f16"),
+                                defaults());
+  ASSERT_TRUE(f16.ok()) << f16.error().to_string();
+  EXPECT_EQ(f16->variants[0].worker.kv_cache_dtype, KvDType::kF16);
   auto on_gpu = parse_serve_config(replace(kBase, "model: /abs/b", "model: /abs/b\n    device: cuda:1"),
                                    defaults());
   ASSERT_TRUE(on_gpu.ok()) << on_gpu.error().to_string();
@@ -196,6 +201,8 @@ TEST(ServeConfigTest, BrokenConfigsNameTheField) {
        "variants[0].worker.max_running: must be >= 1"},
       {replace(kBase, "max_running: 4", "kv_cache_tokens: 8, kv_block_tokens: 16"),
        "variants[0].worker.kv_cache_tokens: must be >= kv_block_tokens"},
+      {replace(kBase, "max_running: 4", "kv_cache_dtype: fp8"),
+       "variants[0].worker.kv_cache_dtype: must be f32 or f16, got 'fp8'"},
       {replace(kBase, "threads: 2", "threads: [2]"),
        "variants[0].worker.threads: must be an integer"},
       {replace(kBase, "retry: {max_attempts: 2, budget_ratio: 0.5}", "retry: {max_attempts: 0}"),

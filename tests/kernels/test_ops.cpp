@@ -7,6 +7,7 @@
 #include <random>
 #include <vector>
 
+#include "kernels/cpu/half.h"
 #include "kernels/cpu/ops.h"
 
 namespace qgate {
@@ -180,6 +181,46 @@ TEST(DotAndAxpy, MatchReference) {
       const double w = b[i] + 0.37 * static_cast<double>(a[i]);
       // FMA rounds once, mul+add twice: allow one ulp of each term.
       ASSERT_NEAR(y[i], w, 1.2e-7 * (std::fabs(b[i]) + std::fabs(0.37 * a[i]))) << "n=" << n;
+    }
+  }
+}
+
+// The fp16 forms (fp16 KV cache) against a double reference on the same fp16 values: widening is
+// exact, so they hold to fp32 accumulation error, and the row conversion equals the scalar one.
+TEST(DotAndAxpy, Fp16OperandsMatchReference) {
+  for (const int64_t n : kLengths) {
+    const auto a = normal_vector(n, 10);
+    const auto src = normal_vector(n, 11);
+    std::vector<uint16_t> b(static_cast<size_t>(n));
+    fp32_to_fp16_row(src.data(), b.data(), n);
+    double want = 0.0, mag = 0.0;
+    for (int64_t i = 0; i < n; ++i) {
+      ASSERT_EQ(b[i], fp32_to_fp16(src[i])) << "n=" << n << " i=" << i;
+      const double bi = fp16_to_fp32(b[i]);
+      want += static_cast<double>(a[i]) * bi;
+      mag += std::fabs(static_cast<double>(a[i]) * bi);
+    }
+    EXPECT_NEAR(dot_f32_f16(a.data(), b.data(), n), want, 1e-6 * mag) << "n=" << n;
+
+    auto y = a;
+    axpy_f16(-1.7f, b.data(), y.data(), n);
+    for (int64_t i = 0; i < n; ++i) {
+      const double bi = fp16_to_fp32(b[i]);
+      const double w = a[i] - 1.7 * bi;
+      ASSERT_NEAR(y[i], w, 1.2e-7 * (std::fabs(a[i]) + std::fabs(1.7 * bi))) << "n=" << n;
+    }
+  }
+  // Rounding edges: halfway cases, overflow to inf, subnormals, NaN.
+  const std::vector<float> edges = {65504.0f, 65520.0f, 1e6f, -1e6f, 6e-8f, 3e-5f, -0.0f,
+                                    1.0009765625f + 0.00048828125f,
+                                    std::numeric_limits<float>::quiet_NaN(), 1.0f, 2.0f, 3.0f};
+  std::vector<uint16_t> h(edges.size());
+  fp32_to_fp16_row(edges.data(), h.data(), static_cast<int64_t>(edges.size()));
+  for (size_t i = 0; i < edges.size(); ++i) {
+    if (std::isnan(edges[i])) {
+      EXPECT_TRUE(std::isnan(fp16_to_fp32(h[i])));
+    } else {
+      EXPECT_EQ(h[i], fp32_to_fp16(edges[i])) << edges[i];
     }
   }
 }
