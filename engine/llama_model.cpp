@@ -369,6 +369,8 @@ Status LlamaModel::run_rows(int64_t n, const KvLayout& kv, std::span<const int32
     float* out;
   };
   auto linear = [&](std::initializer_list<Projection> projections, const float* in) -> Status {
+    QGATE_CHECK(projections.size() >= 1 && projections.size() <= 3,
+                "forward: one to three projections share an input");
     const int32_t* perm = projections.begin()->layer->input_perm;
     bool shared = true;
     for (const Projection& p : projections) shared = shared && p.layer->input_perm == perm;
