@@ -28,7 +28,15 @@ def prompt_ids(n):
 
 def bench_llamacpp(model, threads, n_prompt, n_gen):
     import llama_cpp
+    import numpy as np
     from llama_cpp import Llama
+
+    def next_token():
+        # The last evaluated token's logits, read from the context: with logits_all=False
+        # llama-cpp-python (0.3.x) no longer copies them into Llama.scores.
+        logits = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
+        return int(np.ctypeslib.as_array(logits, shape=(llm.n_vocab(),)).argmax())
+
     llm = Llama(model_path=model, n_threads=threads, n_threads_batch=threads, n_ctx=n_prompt + n_gen + 8,
                 n_batch=512, verbose=False, logits_all=False)
     ids = prompt_ids(n_prompt)
@@ -38,11 +46,11 @@ def bench_llamacpp(model, threads, n_prompt, n_gen):
     t0 = time.perf_counter()
     llm.eval(ids)
     prefill_s = time.perf_counter() - t0
-    tok = int(llm.scores[llm.n_tokens - 1].argmax())
+    tok = next_token()
     t0 = time.perf_counter()
     for _ in range(n_gen):
         llm.eval([tok])
-        tok = int(llm.scores[llm.n_tokens - 1].argmax())
+        tok = next_token()
     decode_s = time.perf_counter() - t0
     del llm
     return n_prompt / prefill_s, n_gen / decode_s
