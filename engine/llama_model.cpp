@@ -47,15 +47,9 @@ void share_equal_permutation(LinearLayer& to, const LinearLayer& from) {
   }
 }
 
-// Scores of one attention head against every cached position; per thread so the parallel loop
-// never allocates once warmed up.
+// Scores of one attention work item's queries against their cached positions; per thread so the
+// parallel loop never allocates once warmed up.
 thread_local std::vector<float> t_scores;
-
-// Attention's inner products over an fp32 or an fp16 cache.
-inline float kv_dot(const float* q, const float* k, int64_t n) { return dot_f32(q, k, n); }
-inline float kv_dot(const float* q, const uint16_t* k, int64_t n) { return dot_f32_f16(q, k, n); }
-inline void kv_axpy(float a, const float* v, float* y, int64_t n) { axpy_f32(a, v, y, n); }
-inline void kv_axpy(float a, const uint16_t* v, float* y, int64_t n) { axpy_f16(a, v, y, n); }
 
 }  // namespace
 
@@ -482,32 +476,85 @@ void LlamaModel::attention_over(int64_t n, const KvT* keys, const KvT* values, c
   const int64_t kv_dim = c.kv_dim();
   const int64_t group = c.num_heads / c.num_kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  // One work item per (row, head): decode has rows * num_heads items, all independent.
-  pool.parallel_for(n * c.num_heads, 1, [&](int64_t begin, int64_t end) {
+
+  // Work items. With a prefill's rows, an item is a tile of up to kTileRows consecutive rows of
+  // one sequence times the `group` query heads of one KV head: all of its queries read the same
+  // keys and values, so each chunk of kChunk positions comes from memory once and from L1 for
+  // the other queries. With fewer rows (decode) an item is one row and one head, so a single row
+  // still has num_heads items to share among the threads.
+  constexpr int64_t kTileRows = 4;
+  constexpr int64_t kChunk = 64;
+  const bool tiled = n >= kTileRows;
+  auto& tiles = s.attention_tiles;
+  tiles.clear();
+  for (int64_t t = 0; t < n; ++t) {
+    if (tiles.empty() || !tiled || t - tiles.back() == kTileRows ||
+        s.row_seq[static_cast<size_t>(t)] != s.row_seq[static_cast<size_t>(tiles.back())]) {
+      tiles.push_back(t);
+    }
+  }
+  const auto num_tiles = static_cast<int64_t>(tiles.size());
+  tiles.push_back(n);
+  const int64_t heads_per_item = tiled ? group : 1;
+  const int64_t items_per_tile = c.num_heads / heads_per_item;
+  // A causal row costs in proportion to its position, and the pool gives each thread a
+  // contiguous range of items: dealing tiles first, last, second, second to last, ... gives every
+  // range about the same cost (in row order the thread with the last rows did three quarters of
+  // a fresh prefill's attention).
+  auto tile_at = [num_tiles](int64_t k) { return k % 2 == 0 ? k / 2 : num_tiles - 1 - k / 2; };
+
+  pool.parallel_for(num_tiles * items_per_tile, 1, [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t t = item / c.num_heads;
-      const int64_t h = item % c.num_heads;
-      const int64_t kvh = h / group;
-      const int64_t len = s.row_pos[static_cast<size_t>(t)] + 1;  // causal: positions 0 .. pos
-      const int32_t* table = tables[static_cast<size_t>(s.row_seq[static_cast<size_t>(t)])];
-      const float* q = s.q.data() + t * c.q_dim() + h * hd;
-      if (t_scores.size() < static_cast<size_t>(len)) t_scores.resize(static_cast<size_t>(len));
-      float* sc = t_scores.data();
-      // Positions are visited in order whatever the block size, so the sums match a contiguous
-      // cache's exactly.
-      for (int64_t j0 = 0, b = 0; j0 < len; j0 += kv.block_tokens, ++b) {
-        const KvT* kb = keys + table[b] * kv.block_stride + kvh * hd;
-        const int64_t j1 = std::min(len, j0 + kv.block_tokens);
-        for (int64_t j = j0; j < j1; ++j) sc[j] = kv_dot(q, kb + (j - j0) * kv_dim, hd) * scale;
+      const int64_t tile = tile_at(item / items_per_tile);
+      const int64_t t0 = tiles[static_cast<size_t>(tile)];
+      const int64_t t1 = tiles[static_cast<size_t>(tile) + 1];
+      const int64_t h0 = (item % items_per_tile) * heads_per_item;
+      const int64_t kvh = h0 / group;
+      const int32_t* table = tables[static_cast<size_t>(s.row_seq[static_cast<size_t>(t0)])];
+      auto len_of = [&](int64_t t) { return s.row_pos[static_cast<size_t>(t)] + 1; };  // causal
+      int64_t len_max = 0;
+      for (int64_t t = t0; t < t1; ++t) len_max = std::max(len_max, len_of(t));
+      const size_t need = static_cast<size_t>((t1 - t0) * heads_per_item * len_max);
+      if (t_scores.size() < need) t_scores.resize(need);
+      auto scores = [&](int64_t t, int64_t g) {
+        return t_scores.data() + ((t - t0) * heads_per_item + g) * len_max;
+      };
+      auto query = [&](int64_t t, int64_t g) { return s.q.data() + t * c.q_dim() + (h0 + g) * hd; };
+      auto output = [&](int64_t t, int64_t g) {
+        return s.att.data() + t * c.q_dim() + (h0 + g) * hd;
+      };
+      // Calls body(t, g, cache offset of position j0, j0, count) for every query and every chunk
+      // of its positions, chunk-major. Each query sees its positions in order whatever the block
+      // and chunk sizes, and attention_scores/values give per position what one run over a
+      // contiguous cache would, so the results equal a contiguous cache's bit for bit.
+      auto for_each_chunk = [&](auto&& body) {
+        for (int64_t j0 = 0, b = 0; j0 < len_max; j0 += kv.block_tokens, ++b) {
+          const int64_t block = table[b] * kv.block_stride + kvh * hd;
+          const int64_t block_end = std::min(len_max, j0 + kv.block_tokens);
+          for (int64_t c0 = j0; c0 < block_end; c0 += kChunk) {
+            const int64_t c1 = std::min(block_end, c0 + kChunk);
+            for (int64_t t = t0; t < t1; ++t) {
+              const int64_t count = std::min(c1, len_of(t)) - c0;
+              if (count <= 0) continue;
+              for (int64_t g = 0; g < heads_per_item; ++g) {
+                body(t, g, block + (c0 - j0) * kv_dim, c0, count);
+              }
+            }
+          }
+        }
+      };
+      for_each_chunk([&](int64_t t, int64_t g, int64_t at, int64_t j0, int64_t count) {
+        attention_scores(query(t, g), keys + at, kv_dim, count, hd, scale, scores(t, g) + j0);
+      });
+      for (int64_t t = t0; t < t1; ++t) {
+        for (int64_t g = 0; g < heads_per_item; ++g) {
+          softmax(scores(t, g), len_of(t));
+          std::fill(output(t, g), output(t, g) + hd, 0.0f);
+        }
       }
-      softmax(sc, len);
-      float* out = s.att.data() + t * c.q_dim() + h * hd;
-      std::fill(out, out + hd, 0.0f);
-      for (int64_t j0 = 0, b = 0; j0 < len; j0 += kv.block_tokens, ++b) {
-        const KvT* vb = values + table[b] * kv.block_stride + kvh * hd;
-        const int64_t j1 = std::min(len, j0 + kv.block_tokens);
-        for (int64_t j = j0; j < j1; ++j) kv_axpy(sc[j], vb + (j - j0) * kv_dim, out, hd);
-      }
+      for_each_chunk([&](int64_t t, int64_t g, int64_t at, int64_t j0, int64_t count) {
+        attention_values(scores(t, g) + j0, values + at, kv_dim, count, hd, output(t, g));
+      });
     }
   });
 }

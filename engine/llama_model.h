@@ -61,6 +61,7 @@ struct ForwardScratch {
   std::vector<int32_t> row_seq;  // sequence of each row
   std::vector<int64_t> logit_rows;
   std::vector<const int32_t*> tables;  // block table of each sequence
+  std::vector<int64_t> attention_tiles;  // attention: first row of each tile of rows, then n
   MatmulScratch mm;
   // Verification mode: multiply dequantized weights by fp32 activations in double precision
   // (matmul_ref) instead of quantizing activations to 8 bits. Single-threaded and slow; it lets

@@ -125,14 +125,10 @@ class Runner {
         const int64_t t0 = s * seqlen_;
         for (int64_t i = 0; i < seqlen_; ++i) {
           const float* qi = q.data() + (t0 + i) * qd + h * hd;
-          for (int64_t j = 0; j <= i; ++j) {
-            att[j] = dot_f32(qi, k.data() + (t0 + j) * kvd + kvh * hd, hd) * scale;
-          }
+          attention_scores(qi, k.data() + t0 * kvd + kvh * hd, kvd, i + 1, hd, scale, att.data());
           softmax(att.data(), i + 1);
           float* oi = out.data() + (t0 + i) * qd + h * hd;
-          for (int64_t j = 0; j <= i; ++j) {
-            axpy_f32(att[j], v.data() + (t0 + j) * kvd + kvh * hd, oi, hd);
-          }
+          attention_values(att.data(), v.data() + t0 * kvd + kvh * hd, kvd, i + 1, hd, oi);
         }
       }
     });

@@ -110,29 +110,66 @@ inline __m256 load8(const uint16_t* p) {
 }
 #endif
 
+#if defined(QGATE_OPS_AVX2)
+// Whether the vector bodies below handle T: fp16 needs F16C to widen eight at a time.
+template <typename T>
+constexpr bool kWidens8 = std::is_same_v<T, float>
+#if defined(QGATE_OPS_F16C)
+                          || std::is_same_v<T, uint16_t>
+#endif
+    ;
+
+// The vector part of Σ a[i] * b[i] over the first n - n % 8 elements, before its horizontal sum.
+// Four independent accumulators hide the FMA latency (4 cycles, 2 per cycle). dot_widening and
+// attention_scores both reduce through this, so their sums agree bit for bit.
+template <typename T>
+inline __m256 dot_lanes(const float* a, const T* b, int64_t n) {
+  __m256 acc0 = _mm256_setzero_ps();
+  __m256 acc1 = _mm256_setzero_ps();
+  __m256 acc2 = _mm256_setzero_ps();
+  __m256 acc3 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), load8(b + i), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), load8(b + i + 8), acc1);
+    acc2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), load8(b + i + 16), acc2);
+    acc3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), load8(b + i + 24), acc3);
+  }
+  for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), load8(b + i), acc0);
+  return _mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3));
+}
+
+// [hsum(r[0]), ..., hsum(r[7])] in one vector, each sum paired exactly as hsum pairs it:
+// ((v0 + v4) + (v2 + v6)) + ((v1 + v5) + (v3 + v7)).
+inline __m256 hsum8(const __m256 (&r)[8]) {
+  // Lanes i + (i + 4): [r0' | r4'], [r1' | r5'], [r2' | r6'], [r3' | r7'] (four lanes each).
+  auto halves = [](__m256 x, __m256 y) {
+    return _mm256_add_ps(_mm256_permute2f128_ps(x, y, 0x20), _mm256_permute2f128_ps(x, y, 0x31));
+  };
+  const __m256 a = halves(r[0], r[4]);
+  const __m256 b = halves(r[1], r[5]);
+  const __m256 c = halves(r[2], r[6]);
+  const __m256 d = halves(r[3], r[7]);
+  // Lanes 0 + 2 and 1 + 3 of each: [r0'' r1'' | r4'' r5''], [r2'' r3'' | r6'' r7''] (two each).
+  const __m256 ab = _mm256_add_ps(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(1, 0, 1, 0)),
+                                  _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 2, 3, 2)));
+  const __m256 cd = _mm256_add_ps(_mm256_shuffle_ps(c, d, _MM_SHUFFLE(1, 0, 1, 0)),
+                                  _mm256_shuffle_ps(c, d, _MM_SHUFFLE(3, 2, 3, 2)));
+  // Lane 0 + 1 of each: [r0 r1 r2 r3 | r4 r5 r6 r7].
+  return _mm256_add_ps(_mm256_shuffle_ps(ab, cd, _MM_SHUFFLE(2, 0, 2, 0)),
+                       _mm256_shuffle_ps(ab, cd, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+#endif
+
 // Σ a[i] * b[i] in fp32 with b fp32 or fp16: the body of dot_f32 and dot_f32_f16.
 template <typename T>
 float dot_widening(const float* a, const T* b, int64_t n) {
   int64_t i = 0;
   float s = 0.0f;
 #if defined(QGATE_OPS_AVX2)
-#if !defined(QGATE_OPS_F16C)
-  if constexpr (std::is_same_v<T, float>)
-#endif
-  {
-    // Four independent accumulators hide the FMA latency (4 cycles, 2 per cycle).
-    __m256 acc0 = _mm256_setzero_ps();
-    __m256 acc1 = _mm256_setzero_ps();
-    __m256 acc2 = _mm256_setzero_ps();
-    __m256 acc3 = _mm256_setzero_ps();
-    for (; i + 32 <= n; i += 32) {
-      acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), load8(b + i), acc0);
-      acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), load8(b + i + 8), acc1);
-      acc2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), load8(b + i + 16), acc2);
-      acc3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), load8(b + i + 24), acc3);
-    }
-    for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), load8(b + i), acc0);
-    s = hsum(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
+  if constexpr (kWidens8<T>) {
+    i = n - n % 8;
+    s = hsum(dot_lanes(a, b, i));
   }
 #endif
   for (; i < n; ++i) s += a[i] * to_f32(b[i]);
@@ -144,10 +181,7 @@ template <typename T>
 void axpy_widening(float a, const T* x, float* y, int64_t n) {
   int64_t i = 0;
 #if defined(QGATE_OPS_AVX2)
-#if !defined(QGATE_OPS_F16C)
-  if constexpr (std::is_same_v<T, float>)
-#endif
-  {
+  if constexpr (kWidens8<T>) {
     const __m256 va = _mm256_set1_ps(a);
     for (; i + 16 <= n; i += 16) {
       _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, load8(x + i), _mm256_loadu_ps(y + i)));
@@ -159,6 +193,79 @@ void axpy_widening(float a, const T* x, float* y, int64_t n) {
   }
 #endif
   for (; i < n; ++i) y[i] += a * to_f32(x[i]);
+}
+
+#if defined(QGATE_OPS_AVX2)
+// Eight positions at a time, their horizontal sums done together; returns how many positions it
+// scored. kN > 0 fixes the vector length at compile time (the usual head sizes), so the dot
+// products unroll completely and the eight partial sums stay in registers.
+template <typename T, int64_t kN>
+int64_t scores_by_8(const float* q, const T* keys, int64_t stride, int64_t count, int64_t n,
+                    float scale, float* scores) {
+  if constexpr (kN > 0) n = kN;
+  int64_t j = 0;
+  const __m256 vs = _mm256_set1_ps(scale);
+  for (; j + 8 <= count; j += 8) {
+    __m256 r[8];
+    for (int k = 0; k < 8; ++k) r[k] = dot_lanes(q, keys + (j + k) * stride, n);
+    _mm256_storeu_ps(scores + j, _mm256_mul_ps(hsum8(r), vs));
+  }
+  return j;
+}
+#endif
+
+template <typename T>
+void scores_widening(const float* q, const T* keys, int64_t stride, int64_t count, int64_t n,
+                     float scale, float* scores) {
+  int64_t j = 0;
+#if defined(QGATE_OPS_AVX2)
+  // Only when a dot has no scalar tail: with one, hsum8's lanes would still need that tail added
+  // after them, in order.
+  if constexpr (kWidens8<T>) {
+    if (n == 64) {
+      j = scores_by_8<T, 64>(q, keys, stride, count, n, scale, scores);
+    } else if (n == 128) {
+      j = scores_by_8<T, 128>(q, keys, stride, count, n, scale, scores);
+    } else if (n % 8 == 0) {
+      j = scores_by_8<T, 0>(q, keys, stride, count, n, scale, scores);
+    }
+  }
+#endif
+  for (; j < count; ++j) scores[j] = dot_widening(q, keys + j * stride, n) * scale;
+}
+
+// Each element of out takes p[0] * v0, p[1] * v1, ... in that order, one FMA each, as successive
+// axpy_widening calls would; the difference is that a slice of out stays in registers across all
+// positions instead of being loaded and stored once per position.
+template <typename T>
+void values_widening(const float* p, const T* values, int64_t stride, int64_t count, int64_t n,
+                     float* out) {
+#if defined(QGATE_OPS_AVX2)
+  if constexpr (kWidens8<T>) {
+    if (n % 8 == 0) {
+      int64_t i = 0;
+      for (; i + 64 <= n; i += 64) {
+        __m256 y[8];
+        for (int k = 0; k < 8; ++k) y[k] = _mm256_loadu_ps(out + i + 8 * k);
+        for (int64_t j = 0; j < count; ++j) {
+          const __m256 va = _mm256_set1_ps(p[j]);
+          const T* x = values + j * stride + i;
+          for (int k = 0; k < 8; ++k) y[k] = _mm256_fmadd_ps(va, load8(x + 8 * k), y[k]);
+        }
+        for (int k = 0; k < 8; ++k) _mm256_storeu_ps(out + i + 8 * k, y[k]);
+      }
+      for (; i < n; i += 8) {
+        __m256 y = _mm256_loadu_ps(out + i);
+        for (int64_t j = 0; j < count; ++j) {
+          y = _mm256_fmadd_ps(_mm256_set1_ps(p[j]), load8(values + j * stride + i), y);
+        }
+        _mm256_storeu_ps(out + i, y);
+      }
+      return;
+    }
+  }
+#endif
+  for (int64_t j = 0; j < count; ++j) axpy_widening(p[j], values + j * stride, out, n);
 }
 
 }  // namespace
@@ -303,6 +410,26 @@ void axpy_f32(float a, const float* x, float* y, int64_t n) { axpy_widening(a, x
 float dot_f32_f16(const float* a, const uint16_t* b, int64_t n) { return dot_widening(a, b, n); }
 
 void axpy_f16(float a, const uint16_t* x, float* y, int64_t n) { axpy_widening(a, x, y, n); }
+
+void attention_scores(const float* q, const float* keys, int64_t stride, int64_t count, int64_t n,
+                      float scale, float* scores) {
+  scores_widening(q, keys, stride, count, n, scale, scores);
+}
+
+void attention_scores(const float* q, const uint16_t* keys, int64_t stride, int64_t count,
+                      int64_t n, float scale, float* scores) {
+  scores_widening(q, keys, stride, count, n, scale, scores);
+}
+
+void attention_values(const float* p, const float* values, int64_t stride, int64_t count,
+                      int64_t n, float* out) {
+  values_widening(p, values, stride, count, n, out);
+}
+
+void attention_values(const float* p, const uint16_t* values, int64_t stride, int64_t count,
+                      int64_t n, float* out) {
+  values_widening(p, values, stride, count, n, out);
+}
 
 void fp32_to_fp16_row(const float* x, uint16_t* out, int64_t n) {
   int64_t i = 0;

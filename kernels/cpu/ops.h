@@ -33,4 +33,20 @@ float dot_f32_f16(const float* a, const uint16_t* b, int64_t n);
 void axpy_f16(float a, const uint16_t* x, float* y, int64_t n);
 void fp32_to_fp16_row(const float* x, uint16_t* out, int64_t n);
 
+// Attention over `count` cached positions whose vectors of n elements lie `stride` elements
+// apart (a run of one paged block, one KV head), with an fp32 or an fp16 cache:
+//   attention_scores: scores[j] = dot(q, keys + j * stride) * scale
+//   attention_values: out += Σ_j p[j] * (values + j * stride), summed in order of j
+// Bit for bit what dot_f32/dot_f32_f16 and successive axpy_f32/axpy_f16 calls give, so results
+// do not depend on where blocks end; faster because eight scores share one horizontal reduction
+// and out stays in registers across positions.
+void attention_scores(const float* q, const float* keys, int64_t stride, int64_t count, int64_t n,
+                      float scale, float* scores);
+void attention_scores(const float* q, const uint16_t* keys, int64_t stride, int64_t count,
+                      int64_t n, float scale, float* scores);
+void attention_values(const float* p, const float* values, int64_t stride, int64_t count,
+                      int64_t n, float* out);
+void attention_values(const float* p, const uint16_t* values, int64_t stride, int64_t count,
+                      int64_t n, float* out);
+
 }  // namespace qgate

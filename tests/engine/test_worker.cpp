@@ -226,6 +226,43 @@ TEST_P(BatchInvarianceKv, ForwardBatchLogitsEqualForwardAlone) {
   EXPECT_EQ(std::vector<float>(out.begin() + static_cast<ptrdiff_t>(vocab), out.end()), lb);
 }
 
+// Attention splits its work differently for a prefill (tiles of rows, each KV head's query heads
+// together, positions in chunks of 64 inside a cache block) and for decode (one row and one head an
+// item); neither may change a result. A 150-token prompt prefilled at once into a contiguous cache
+// (one block, so several chunks; a last tile of two rows) must give at every position the logits
+// of decoding it token by token through a paged cache of 16-token blocks, bit for bit.
+TEST_P(BatchInvarianceKv, PrefillEqualsTokenByTokenDecodeBitForBit) {
+  QGATE_REQUIRE_MODEL();
+  const KvDType dtype = GetParam();
+  const LlamaModel& model = *model_->model;
+  const auto vocab = static_cast<size_t>(model.config().vocab_size);
+  ThreadPool pool(2);
+  std::string text;
+  for (int i = 0; i < 20; ++i) text += "Line " + std::to_string(i) + " of a longer prompt. ";
+  std::vector<int32_t> tokens = chat_prompt(*model_, text);
+  ASSERT_GE(tokens.size(), 150u);
+  tokens.resize(150);
+
+  KvCache contiguous(model.config(), 256, dtype);
+  ForwardScratch s;
+  std::vector<float> all(tokens.size() * vocab);
+  ASSERT_TRUE(model.forward(tokens, contiguous, s, pool, LogitsMode::kAll, all).ok());
+
+  PagedKvCache cache(model.config(), 16, 16, KvStorage::kHost, dtype);
+  std::vector<int32_t> table;
+  for (int64_t i = 0; i < cache.blocks_for(static_cast<int64_t>(tokens.size())); ++i) {
+    table.push_back(*cache.allocate());
+  }
+  std::vector<float> one(vocab);
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    const SequenceChunk step[1] = {{std::span(tokens).subspan(i, 1), static_cast<int64_t>(i),
+                                    table, true}};
+    ASSERT_TRUE(model.forward_batch(step, cache, s, pool, one).ok());
+    ASSERT_EQ(std::memcmp(one.data(), all.data() + i * vocab, vocab * sizeof(float)), 0)
+        << "position " << i;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(KvDTypes, BatchInvarianceKv,
                          ::testing::Values(KvDType::kF32, KvDType::kF16),
                          [](const auto& info) { return std::string(kv_dtype_name(info.param)); });

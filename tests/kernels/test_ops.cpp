@@ -3,8 +3,10 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <random>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/cpu/half.h"
@@ -223,6 +225,83 @@ TEST(DotAndAxpy, Fp16OperandsMatchReference) {
       EXPECT_EQ(h[i], fp32_to_fp16(edges[i])) << edges[i];
     }
   }
+}
+
+// attention_scores/values over a strided run of positions against dot and successive axpy calls,
+// compared bit for bit: the forward pass relies on that to give a paged cache exactly a
+// contiguous cache's results whatever the block boundaries. Head sizes cover the 64-wide register
+// body, its 8-wide rest (72, 96, 40) and the scalar fallback (5, 13); counts the 8-position
+// batches and their remainders.
+template <typename KvT>
+void check_attention_runs(const std::vector<float>& q_src, const std::vector<KvT>& cache) {
+  const int64_t head_dims[] = {5, 8, 13, 24, 40, 64, 72, 96, 128};
+  const int64_t counts[] = {0, 1, 7, 8, 9, 16, 17, 33};
+  for (const int64_t n : head_dims) {
+    const int64_t stride = 3 * n + 5;  // other heads' elements between two positions
+    for (const int64_t count : counts) {
+      ASSERT_LE(count * stride, static_cast<int64_t>(cache.size()));
+      const float* q = q_src.data();
+      std::vector<float> got(static_cast<size_t>(count) + 1, -1.0f);
+      attention_scores(q, cache.data(), stride, count, n, 0.125f, got.data());
+      for (int64_t j = 0; j < count; ++j) {
+        float want;
+        if constexpr (std::is_same_v<KvT, float>) {
+          want = dot_f32(q, cache.data() + j * stride, n) * 0.125f;
+        } else {
+          want = dot_f32_f16(q, cache.data() + j * stride, n) * 0.125f;
+        }
+        ASSERT_EQ(std::memcmp(&got[j], &want, sizeof(float)), 0)
+            << "scores n=" << n << " count=" << count << " j=" << j << ": " << got[j] << " vs "
+            << want;
+      }
+      EXPECT_EQ(got[count], -1.0f) << "wrote past count";
+
+      const auto p = normal_vector(count, 30);
+      auto out = normal_vector(n + 1, 31);  // accumulates into what is there
+      auto want = out;
+      attention_values(p.data(), cache.data(), stride, count, n, out.data());
+      for (int64_t j = 0; j < count; ++j) {
+        if constexpr (std::is_same_v<KvT, float>) {
+          axpy_f32(p[j], cache.data() + j * stride, want.data(), n);
+        } else {
+          axpy_f16(p[j], cache.data() + j * stride, want.data(), n);
+        }
+      }
+      ASSERT_EQ(std::memcmp(out.data(), want.data(), out.size() * sizeof(float)), 0)
+          << "values n=" << n << " count=" << count;
+    }
+  }
+}
+
+TEST(AttentionRuns, EqualDotAndAxpyBitForBit) {
+  const auto q = normal_vector(128, 20);
+  const auto cache = normal_vector(33 * (3 * 128 + 5), 21);
+  check_attention_runs(q, cache);
+  std::vector<uint16_t> cache16(cache.size());
+  fp32_to_fp16_row(cache.data(), cache16.data(), static_cast<int64_t>(cache.size()));
+  check_attention_runs(q, cache16);
+}
+
+// And against a double reference, so the equality above is not two copies of one mistake.
+TEST(AttentionRuns, MatchReference) {
+  const int64_t n = 64, stride = 200, count = 21;
+  const auto q = normal_vector(n, 22);
+  const auto cache = normal_vector(count * stride, 23);
+  std::vector<float> scores(count);
+  attention_scores(q.data(), cache.data(), stride, count, n, 0.125f, scores.data());
+  std::vector<double> out_want(n, 0.0);
+  for (int64_t j = 0; j < count; ++j) {
+    double want = 0.0, mag = 0.0;
+    for (int64_t i = 0; i < n; ++i) {
+      want += static_cast<double>(q[i]) * cache[j * stride + i];
+      mag += std::fabs(static_cast<double>(q[i]) * cache[j * stride + i]);
+    }
+    EXPECT_NEAR(scores[j], 0.125 * want, 1e-6 * mag) << "j=" << j;
+    for (int64_t i = 0; i < n; ++i) out_want[i] += static_cast<double>(scores[j]) * cache[j * stride + i];
+  }
+  std::vector<float> out(n, 0.0f);
+  attention_values(scores.data(), cache.data(), stride, count, n, out.data());
+  for (int64_t i = 0; i < n; ++i) EXPECT_NEAR(out[i], out_want[i], 1e-5) << "i=" << i;
 }
 
 }  // namespace
