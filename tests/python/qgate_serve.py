@@ -191,6 +191,24 @@ def wait_for(predicate, timeout_s, what, alive=None, poll_s=0.05):
         time.sleep(poll_s)
 
 
+def wait_for_drain(read_depth, what, stall_s=90, alive=None, poll_s=0.2):
+    """Polls a queue depth until it reaches 0, failing only when it stops falling for `stall_s`.
+
+    A fixed deadline on a drain fails whenever other work slows the machine down; what indicates a
+    bug is a queue that makes no progress, so the clock restarts at every new low."""
+    lowest = read_depth()
+    last_progress = time.time()
+    while lowest > 0:
+        time.sleep(poll_s)
+        if alive is not None:
+            alive()
+        depth = read_depth()
+        if depth < lowest:
+            lowest, last_progress = depth, time.time()
+        elif time.time() - last_progress > stall_s:
+            raise TimeoutError("%s: stuck at %s for %ss" % (what, depth, stall_s))
+
+
 def listening_tcp_ports(pid):
     """Ports the process listens on, from /proc: lets a server bind port 0 and still be found."""
     inodes = set()
