@@ -297,7 +297,9 @@ TEST(AttentionRuns, MatchReference) {
       mag += std::fabs(static_cast<double>(q[i]) * cache[j * stride + i]);
     }
     EXPECT_NEAR(scores[j], 0.125 * want, 1e-6 * mag) << "j=" << j;
-    for (int64_t i = 0; i < n; ++i) out_want[i] += static_cast<double>(scores[j]) * cache[j * stride + i];
+    for (int64_t i = 0; i < n; ++i) {
+      out_want[i] += static_cast<double>(scores[j]) * cache[j * stride + i];
+    }
   }
   std::vector<float> out(n, 0.0f);
   attention_values(scores.data(), cache.data(), stride, count, n, out.data());
