@@ -63,7 +63,7 @@ inline __m256i unpack_nibbles(const uint8_t* qs) {
 // Eight int32 sums of four u8 × i8 products each, as floats. VNNI's vpdpbusd computes exactly what
 // vpmaddubsw + vpmaddwd compute (lane m sums products 4m..4m+3, and no pair saturates int16:
 // |w| ≤ 128 and |x| ≤ 127 give at most 32512), in one instruction instead of two. Where the
-// build machine has it, prefill tiles (kVnni = T > 1) use it: +19% for the prefill step on Zen 4
+// build machine has it, prefill tiles (kVnni = T > 1) use it: +20% for the prefill step on Zen 4
 // (BM_PrefillStep, 1 and 2 threads). Decode tiles keep the pair: with vpdpbusd the decode step
 // measured 4-7% slower there, and it streams weights from memory anyway.
 template <bool kVnni>
