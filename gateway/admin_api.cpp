@@ -3,6 +3,7 @@
 #include <boost/json.hpp>
 
 #include "gateway/api_errors.h"
+#include "gateway/json_parse.h"
 #include "gateway/routing_json.h"
 
 namespace qgate {
@@ -32,12 +33,15 @@ HttpResponse error_response(const Error& e, std::string param = {}) {
   return api_error_response(ApiError::from_error(e, std::move(param)));
 }
 
-// Admin request bodies are small JSON objects from operators' tools. Boost.JSON parses them
-// because the routing types already convert from boost::json values (routing_json.h).
+// Admin request bodies are small JSON objects from operators' tools, read into boost::json values
+// because the routing types convert from those (routing_json.h).
 Result<json::object> body_object(const HttpRequest& req) {
-  boost::system::error_code ec;
-  json::value v = json::parse(req.message.body(), ec);
-  if (ec) return make_error(ErrorCode::kInvalidArgument, "body: invalid JSON: " + ec.message());
+  auto parsed = parse_json(req.message.body());
+  if (!parsed.ok()) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      "body: invalid JSON: " + parsed.error().message());
+  }
+  json::value v = std::move(parsed).value();
   if (!v.is_object()) return make_error(ErrorCode::kInvalidArgument, "body: must be a JSON object");
   return std::move(v.as_object());
 }

@@ -1,35 +1,28 @@
 #include "gateway/feedback_api.h"
 
-#include <simdjson.h>
-
 #include <boost/json.hpp>
-#include <cmath>
+
+#include "gateway/json_parse.h"
 
 namespace qgate {
 
 ApiResult<FeedbackRequest> parse_feedback_request(std::string_view body) {
-  simdjson::dom::parser parser;
-  simdjson::dom::element root;
-  if (parser.parse(body.data(), body.size()).get(root) != simdjson::SUCCESS) {
-    return ApiError::invalid_request("", "The request body is not valid JSON");
+  auto parsed = parse_json(body);  // refuses a repeated name: one reading of "score" only
+  if (!parsed.ok()) {
+    return ApiError::invalid_request(
+        "", "The request body is not valid JSON: " + parsed.error().message());
   }
-  simdjson::dom::object o;
-  if (root.get_object().get(o) != simdjson::SUCCESS) {
-    return ApiError::invalid_request("", "The request body must be a JSON object");
-  }
+  const boost::json::object* o = parsed->if_object();
+  if (o == nullptr) return ApiError::invalid_request("", "The request body must be a JSON object");
   FeedbackRequest r;
-  std::string_view id;
-  if (o["id"].get_string().get(id) != simdjson::SUCCESS || id.empty()) {
+  const boost::json::value* id = o->if_contains("id");
+  if (id == nullptr || !id->is_string() || id->get_string().empty()) {
     return ApiError::invalid_request("id", "'id' must be the non-empty id of a response");
   }
-  r.id = std::string(id);
-  simdjson::dom::element score;
-  if (o["score"].get(score) != simdjson::SUCCESS || !score.is_number()) {
-    return ApiError::invalid_request("score", "'score' must be a number in [-1, 1]");
-  }
-  // is_number() covers int64/uint64/double; get_double() converts the integer kinds.
-  if (score.get_double().get(r.score) != simdjson::SUCCESS || !std::isfinite(r.score) ||
-      r.score < -1.0 || r.score > 1.0) {
+  r.id = std::string(id->get_string());
+  const boost::json::value* score = o->if_contains("score");
+  if (score != nullptr && score->is_number()) r.score = score->to_number<double>();
+  if (score == nullptr || !score->is_number() || !(r.score >= -1.0 && r.score <= 1.0)) {
     return ApiError::invalid_request("score", "'score' must be a number in [-1, 1]");
   }
   return r;

@@ -1,12 +1,14 @@
 #include "gateway/openai_api.h"
 
-#include <cstdio>
-#include <optional>
+#include <simdjson.h>
 
 #include <boost/json/array.hpp>
 #include <boost/json/object.hpp>
 #include <boost/json/serialize.hpp>
-#include <simdjson.h>
+#include <cstdio>
+#include <optional>
+
+#include "gateway/json_parse.h"
 
 namespace qgate {
 
@@ -32,6 +34,18 @@ std::string type_name(element_type t) {
 ApiError wrong_type(const std::string& param, const char* expected, const element& e) {
   return ApiError::invalid_request(
       param, "'" + param + "' must be " + expected + ", got " + type_name(e.type()));
+}
+
+// JSON leaves repeated names undefined and readers differ (first wins, last wins, simdjson's
+// lookups take the first while a loop over the fields sees every one), so a proxy or filter in
+// front of qgate could check one reading of a body while qgate acts on another. A repeated name
+// in any object the request is read from is refused instead. `where` is the object's path.
+std::optional<ApiError> refuse_duplicate_keys(const simdjson::dom::object& obj,
+                                              const std::string& where) {
+  const std::optional<std::string> name = repeated_name(obj);
+  if (!name) return std::nullopt;
+  const std::string param = where.empty() ? *name : where + "." + *name;
+  return ApiError::invalid_request(param, "'" + param + "' is given more than once");
 }
 
 std::string number(double v) {
@@ -116,6 +130,7 @@ Read<std::string> read_content(const element& e, const std::string& param) {
     const std::string p = param + "[" + std::to_string(i++) + "]";
     simdjson::dom::object obj;
     if (part.get_object().get(obj) != simdjson::SUCCESS) return {{}, wrong_type(p, "an object", part)};
+    if (auto err = refuse_duplicate_keys(obj, p)) return {{}, std::move(err)};
     std::string_view type;
     if (obj["type"].get_string().get(type) != simdjson::SUCCESS) {
       return {{}, ApiError::invalid_request(p + ".type", "'" + p + ".type' must be a string")};
@@ -140,11 +155,11 @@ std::optional<ApiError> parse_messages(const element& e, std::vector<ChatMessage
     return ApiError::invalid_request("messages", "'messages' must contain at least one message");
   }
   size_t i = 0;
-  bool seen_turn = false;
   for (element m : arr) {
     const std::string p = "messages[" + std::to_string(i++) + "]";
     simdjson::dom::object obj;
     if (m.get_object().get(obj) != simdjson::SUCCESS) return wrong_type(p, "an object", m);
+    if (auto err = refuse_duplicate_keys(obj, p)) return err;
     ChatMessage msg;
     element role_el;
     if (obj["role"].get(role_el) != simdjson::SUCCESS) {
@@ -162,11 +177,11 @@ std::optional<ApiError> parse_messages(const element& e, std::vector<ChatMessage
           p + ".role", "'" + p + ".role' must be one of system, user, assistant; got '" +
                            *role.value + "'");
     }
-    if (msg.role == "system" && seen_turn) {
-      return ApiError::invalid_request(
-          p + ".role", "a system message is only supported before the first user or assistant message");
+    // The chat templates take one system message, first (ChatTemplate::render refuses others).
+    if (msg.role == "system" && i != 1) {
+      return ApiError::invalid_request(p + ".role",
+                                       "a system message is only supported as the first message");
     }
-    if (msg.role != "system") seen_turn = true;
     element content_el;
     if (obj["content"].get(content_el) != simdjson::SUCCESS || is_null(content_el)) {
       return ApiError::invalid_request(p + ".content", "'" + p + ".content' is required");
@@ -238,6 +253,7 @@ ApiResult<ApiRequest> parse_request(std::string_view body, const OpenAiApiOption
     return ApiError::invalid_request("", "the request body must be a JSON object, got " +
                                              type_name(root.type()));
   }
+  if (auto err = refuse_duplicate_keys(obj, "")) return *err;
   const bool chat = endpoint == ApiEndpoint::kChatCompletions;
   ApiRequest req;
   req.endpoint = endpoint;
@@ -331,6 +347,7 @@ ApiResult<ApiRequest> parse_request(std::string_view body, const OpenAiApiOption
     } else if (key == "stream_options") {
       if (!is_null(v)) {
         if (v.type() != element_type::OBJECT) return wrong_type(key, "an object", v);
+        if (auto dup = refuse_duplicate_keys(v.get_object().value_unsafe(), key)) return *dup;
         stream_options_el = v;
         stream_options = &stream_options_el;
       }

@@ -4,9 +4,10 @@
 // Parsing follows OpenAI's behaviour where qgate can honour it and refuses what it cannot with a
 // 400 naming the field: n != 1, tools/functions, logprobs, logit_bias, non-text response formats
 // and content parts, and for /v1/completions echo, suffix, best_of != 1 and prompts that are not a
-// single string. Unknown fields are ignored (clients send many optional ones). `null` means "not
-// given" for every optional field. Role "developer" is taken as "system"; a system message is
-// accepted only before the first user/assistant message (what the chat templates support).
+// single string. Unknown fields are ignored (clients send many optional ones); a name given twice
+// in one object is refused (JSON readers disagree on which one counts). `null` means "not given"
+// for every optional field. Role "developer" is taken as "system"; a system message is accepted
+// only as the first message (what the chat templates support).
 #pragma once
 
 #include <cstdint>

@@ -138,14 +138,13 @@ Result<RoutingTable> routing_table_from_json(const json::value& v, std::string_v
   RoutingTable t;
   const json::value* version = o->if_contains("version");
   if (version == nullptr) return bad(p + ".version", "is required");
-  if (const auto* u = version->if_uint64()) {
-    t.version = *u;
-  } else if (const auto* i = version->if_int64(); i != nullptr && *i >= 1) {
+  const std::string range = "must be an integer in [1, " + std::to_string(kMaxRoutingVersion) + "]";
+  if (const auto* i = version->if_int64(); i != nullptr && *i >= 1) {
     t.version = static_cast<uint64_t>(*i);
   } else {
-    return bad(p + ".version", "must be an integer >= 1");
+    return bad(p + ".version", range);  // also every uint64 above INT64_MAX
   }
-  if (t.version == 0) return bad(p + ".version", "must be an integer >= 1");
+  if (t.version > kMaxRoutingVersion) return bad(p + ".version", range);
   const json::value* routes = o->if_contains("routes");
   const json::array* arr = routes != nullptr ? routes->if_array() : nullptr;
   if (arr == nullptr) return bad(p + ".routes", "must be an array");

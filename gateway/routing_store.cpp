@@ -13,6 +13,7 @@
 #include <sstream>
 #include <system_error>
 
+#include "gateway/json_parse.h"
 #include "gateway/routing_json.h"
 
 namespace qgate {
@@ -161,9 +162,9 @@ namespace {
 Result<std::tuple<std::vector<std::shared_ptr<const RoutingTable>>, std::vector<RoutingChange>,
                   std::vector<std::string>>>
 parse_state(std::string_view text, const fs::path& file) {
-  std::error_code ec;
-  json::value root = json::parse(text, ec);
-  if (ec) return corrupt(file, "not valid JSON (" + ec.message() + ")");
+  auto parsed = parse_json(text);
+  if (!parsed.ok()) return corrupt(file, "not valid JSON (" + parsed.error().message() + ")");
+  const json::value root = std::move(parsed).value();
   const json::object* o = root.if_object();
   if (o == nullptr) return corrupt(file, "the top level must be an object");
   const json::value* format = o->if_contains("format");
@@ -189,8 +190,8 @@ parse_state(std::string_view text, const fs::path& file) {
     tables.push_back(std::make_shared<const RoutingTable>(std::move(t).value()));
   }
   const json::value* current = o->if_contains("current");
-  if (current == nullptr || !current->is_number() ||
-      current->to_number<double>() != static_cast<double>(tables.back()->version)) {
+  if (current == nullptr || !current->is_int64() ||
+      current->get_int64() != static_cast<int64_t>(tables.back()->version)) {
     return corrupt(file, "current: must equal the last version (" +
                              std::to_string(tables.back()->version) + ")");
   }
@@ -289,6 +290,11 @@ std::vector<std::string> RoutingStore::drained() const {
 
 Result<std::shared_ptr<const RoutingTable>> RoutingStore::commit_table_locked(
     RoutingTable table, std::string action, std::string what, std::string_view who) {
+  if (state_.versions.back()->version >= kMaxRoutingVersion) {
+    // 2^53 changes; only reachable from a hand-edited state file, which must stay readable.
+    return make_error(ErrorCode::kOutOfRange, "the routing version reached its limit (" +
+                                                  std::to_string(kMaxRoutingVersion) + ")");
+  }
   table.version = state_.versions.back()->version + 1;
   State next = state_;
   auto published = std::make_shared<const RoutingTable>(std::move(table));

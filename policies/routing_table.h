@@ -50,8 +50,13 @@ struct Route {
   bool operator==(const Route&) const = default;
 };
 
+// The largest routing version: 2^53 - 1, the largest integer every JSON reader (JavaScript's
+// included) keeps exactly, so clients of the admin API and the state file agree on versions.
+inline constexpr uint64_t kMaxRoutingVersion = (uint64_t{1} << 53) - 1;
+
 struct RoutingTable {
-  uint64_t version = 0;  // assigned by the store; 1 = the config file's routes
+  uint64_t version =
+      0;  // assigned by the store; 1 = the config file's routes; <= kMaxRoutingVersion
   std::vector<Route> routes;
 
   const Route* find(std::string_view model) const;  // nullptr when no route has that name

@@ -45,12 +45,13 @@ TEST(FeedbackRequestTest, ParsesAndRefusesWithTheField) {
     const char* body;
     const char* param;
   };
-  for (const Case& c : {Case{"{", ""}, Case{"[1]", ""}, Case{R"({"score": 1})", "id"},
-                        Case{R"({"id": "", "score": 1})", "id"}, Case{R"({"id": 3, "score": 1})", "id"},
-                        Case{R"({"id": "x"})", "score"}, Case{R"({"id": "x", "score": "1"})", "score"},
-                        Case{R"({"id": "x", "score": 1.5})", "score"},
-                        Case{R"({"id": "x", "score": -2})", "score"},
-                        Case{R"({"id": "x", "score": 1e999})", ""}}) {
+  for (const Case& c :
+       {Case{"{", ""}, Case{"[1]", ""}, Case{R"({"score": 1})", "id"},
+        Case{R"({"id": "", "score": 1})", "id"}, Case{R"({"id": 3, "score": 1})", "id"},
+        Case{R"({"id": "x"})", "score"}, Case{R"({"id": "x", "score": "1"})", "score"},
+        Case{R"({"id": "x", "score": 1.5})", "score"}, Case{R"({"id": "x", "score": -2})", "score"},
+        Case{R"({"id": "x", "score": 1e999})", ""},
+        Case{R"({"id": "x", "score": 1, "score": -1})", ""}}) {
     auto r = parse_feedback_request(c.body);
     ASSERT_FALSE(r.ok()) << c.body;
     EXPECT_EQ(r.error().status, 400u) << c.body;

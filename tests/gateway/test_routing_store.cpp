@@ -5,6 +5,7 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <sstream>
 #include <thread>
 
@@ -233,6 +234,47 @@ TEST_F(RoutingStoreTest, ACorruptStateFileFailsClearlyAndIsNotReset) {
               std::string::npos)
         << s.error().message();
     EXPECT_EQ(read(file), c.content);  // never silently replaced by the config's routes
+  }
+}
+
+// Found by fuzz_routing_state: a state file at version 2^64-1 opened, the next change wrapped to
+// version 0, and the file it wrote could not be opened again (a restart bricked the gateway).
+TEST_F(RoutingStoreTest, VersionsStopAtTheLimitAndTheStateStaysReadable) {
+  { auto store = open_store(); }
+  const fs::path file = dir_ / "routing_state.json";
+  const std::string good = read(file);
+  auto with_version = [&](uint64_t v) {
+    std::string s = good;
+    for (const std::string key : {"\"current\":1", "\"version\":1"}) {
+      for (auto at = s.find(key); at != std::string::npos; at = s.find(key, at + 1)) {
+        s.replace(at, key.size(), key.substr(0, key.size() - 1) + std::to_string(v));
+      }
+    }
+    return s;
+  };
+
+  std::ofstream(file, std::ios::trunc) << with_version(kMaxRoutingVersion);
+  {
+    auto store = open_store();
+    ASSERT_TRUE(store);
+    EXPECT_EQ(store->current()->version, kMaxRoutingVersion);
+    const std::string before = read(file);
+    auto changed = store->set_split("smollm2", {{"fp16", 1}}, "alice");
+    ASSERT_FALSE(changed.ok());
+    EXPECT_EQ(changed.error().code(), ErrorCode::kOutOfRange);
+    EXPECT_EQ(read(file), before);
+    EXPECT_EQ(store->current()->version, kMaxRoutingVersion);
+  }
+  EXPECT_TRUE(open_store());
+
+  for (uint64_t v : {kMaxRoutingVersion + 1, std::numeric_limits<uint64_t>::max()}) {
+    std::ofstream(file, std::ios::trunc) << with_version(v);
+    auto s = RoutingStore::open(options());
+    ASSERT_FALSE(s.ok()) << v;
+    EXPECT_NE(s.error().message().find("versions[0].version: must be an integer in [1, " +
+                                       std::to_string(kMaxRoutingVersion) + "]"),
+              std::string::npos)
+        << s.error().message();
   }
 }
 
