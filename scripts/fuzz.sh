@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets with clang (ASan + UBSan) in build-fuzz/ and runs each for the given
 # number of seconds (default 60) on the seed corpus in tests/fuzz/corpus/.
-# Usage: scripts/fuzz.sh [seconds] [target...]   (targets default to fuzz_gguf fuzz_safetensors)
+# Usage: scripts/fuzz.sh [seconds] [target...]   (default: every target below)
+# Targets: fuzz_gguf, fuzz_safetensors (model files), fuzz_openai_request (API request bodies),
+# fuzz_routing_state (the durable admin state), fuzz_text (tokenizer, chat prompts, streaming
+# detokenizer and stop strings on the real tokenizer: needs models/, scripts/fetch_model.sh).
 # New interesting inputs go to build-fuzz/corpus/<format>/ (the source tree stays untouched);
 # crashes are written to build-fuzz/artifacts/ and make the script exit non-zero.
 set -euo pipefail
@@ -9,7 +12,8 @@ set -euo pipefail
 seconds="${1:-60}"
 shift || true
 targets=("$@")
-[[ ${#targets[@]} -eq 0 ]] && targets=(fuzz_gguf fuzz_safetensors)
+[[ ${#targets[@]} -eq 0 ]] &&
+  targets=(fuzz_gguf fuzz_safetensors fuzz_openai_request fuzz_routing_state fuzz_text)
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="$root/build-fuzz"
@@ -17,7 +21,8 @@ cc="${CC:-clang-14}"
 cxx="${CXX:-clang++-14}"
 
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_C_COMPILER="$cc" -DCMAKE_CXX_COMPILER="$cxx" \
-  -DQGATE_BUILD_FUZZ=ON -DQGATE_CUDA=OFF -DQGATE_BUILD_BENCH=OFF -DQGATE_NATIVE=ON >/dev/null
+  -DQGATE_BUILD_FUZZ=ON -DQGATE_CUDA=OFF -DQGATE_BUILD_BENCH=OFF -DQGATE_NATIVE=ON \
+  -DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -gline-tables-only" >/dev/null
 ninja -C "$build" "${targets[@]}"
 
 mkdir -p "$build/artifacts"
