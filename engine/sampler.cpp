@@ -52,6 +52,10 @@ int32_t draw(std::span<const float> logits, const SamplingParams& params, std::m
              std::vector<Candidate>& candidates) {
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   const float inv_t = 1.0f / params.temperature;
+  // A temperature whose inverse overflows (a denormal, which validation lets through) is the
+  // greedy limit; scaling by an infinite 1/T would turn a zero logit into NaN (found by
+  // fuzz_sampler: the NaN reached the top-p histogram as an index).
+  if (std::isinf(inv_t)) return argmax(logits);
   const size_t k = static_cast<size_t>(params.top_k);
   candidates.clear();
   // `sorted`: candidates are in the total order; otherwise they are in id order.

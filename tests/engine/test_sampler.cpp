@@ -89,6 +89,22 @@ TEST(SamplerTest, TopKOneEqualsGreedyAtAnyTemperature) {
   }
 }
 
+// Found by fuzz_sampler: at a denormal temperature 1/T is infinite, a zero logit scaled to NaN,
+// and with top-k and top-p that NaN became an array index (undefined behaviour). Such a
+// temperature is the greedy limit.
+TEST(SamplerTest, DenormalTemperatureIsGreedy) {
+  const float denormal = std::numeric_limits<float>::denorm_min() * 1000;
+  for (int32_t top_k : {0, 2, 10}) {
+    SamplingParams p = seeded(denormal, 3);
+    p.top_k = top_k;
+    p.top_p = 0.9f;
+    ASSERT_TRUE(p.validate().ok());
+    Sampler sampler(p, {});
+    std::vector<float> logits = {-1.0f, 0.0f, -2.0f, 0.0f, -0.5f};
+    EXPECT_EQ(sampler.sample(logits), 1) << "top_k " << top_k;
+  }
+}
+
 TEST(SamplerTest, TinyTopPEqualsGreedy) {
   for (uint64_t s = 0; s < 20; ++s) {
     auto logits = pseudo_random_logits(49152, s);
