@@ -1,5 +1,6 @@
 #include "gateway/admin_api.h"
 
+#include <algorithm>
 #include <boost/json.hpp>
 
 #include "gateway/api_errors.h"
@@ -54,9 +55,15 @@ Result<std::string> string_member(const json::object& o, std::string_view key) {
   return std::string(v->as_string());
 }
 
+// The x-qgate-actor header, cut to at most 128 bytes at a character boundary (a cut through a
+// character would be ill-formed UTF-8; found by fuzz_admin_api). The store makes any other bytes
+// valid UTF-8 before they reach the state file.
 std::string actor(const HttpRequest& req) {
   std::string_view who = req.header("x-qgate-actor");
-  return who.empty() ? "admin" : std::string(who.substr(0, 128));
+  if (who.empty()) return "admin";
+  size_t end = std::min<size_t>(who.size(), 128);
+  while (end > 0 && end < who.size() && (static_cast<uint8_t>(who[end]) & 0xC0) == 0x80) --end;
+  return std::string(who.substr(0, end));
 }
 
 json::object worker_stats_json(const WorkerStats& s) {

@@ -13,6 +13,7 @@
 #include <sstream>
 #include <system_error>
 
+#include "engine/unicode.h"
 #include "gateway/json_parse.h"
 #include "gateway/routing_json.h"
 
@@ -26,6 +27,13 @@ constexpr const char* kStateFile = "routing_state.json";
 constexpr const char* kTempFile = "routing_state.json.tmp";
 constexpr const char* kFormat = "qgate-routing-state";
 constexpr int64_t kFormatVersion = 1;
+
+// The history's "who": whatever the caller passed, as valid UTF-8 (U+FFFD for ill-formed bytes).
+// The state file is JSON, which a reader must refuse when it is not UTF-8, so one raw byte from
+// an admin header would otherwise stop the next restart (found by fuzz_admin_api).
+std::string history_actor(std::string_view who) {
+  return who.empty() ? "unknown" : unicode::to_valid_utf8(who);
+}
 
 Error io_error(const std::string& what, const fs::path& path, int err) {
   return make_error(ErrorCode::kIo, what + " " + path.string() + ": " + std::strerror(err));
@@ -299,8 +307,8 @@ Result<std::shared_ptr<const RoutingTable>> RoutingStore::commit_table_locked(
   State next = state_;
   auto published = std::make_shared<const RoutingTable>(std::move(table));
   next.versions.push_back(published);
-  next.history.push_back({published->version, who.empty() ? "unknown" : std::string(who), now_ms(),
-                          std::move(action), std::move(what)});
+  next.history.push_back(
+      {published->version, history_actor(who), now_ms(), std::move(action), std::move(what)});
   QGATE_TRY_STATUS(persist_locked(next));
   state_ = std::move(next);
   current_.store(published);
@@ -377,8 +385,8 @@ Status RoutingStore::set_drained(std::string_view variant, bool drained, std::st
   } else {
     next.drained.erase(std::find(next.drained.begin(), next.drained.end(), variant));
   }
-  next.history.push_back({next.versions.back()->version, who.empty() ? "unknown" : std::string(who),
-                          now_ms(), drained ? "drain" : "enable", std::string(variant)});
+  next.history.push_back({next.versions.back()->version, history_actor(who), now_ms(),
+                          drained ? "drain" : "enable", std::string(variant)});
   QGATE_TRY_STATUS(persist_locked(next));
   state_ = std::move(next);
   return Status::Ok();

@@ -24,7 +24,7 @@
 
 #include "gateway/http_server.h"
 #include "gateway/openai_routes.h"
-#include "tests/fuzz/fuzz_check.h"
+#include "tests/fuzz/fuzz_support.h"
 
 namespace {
 

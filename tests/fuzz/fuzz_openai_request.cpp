@@ -19,7 +19,7 @@
 #include "gateway/api_errors.h"
 #include "gateway/feedback_api.h"
 #include "gateway/openai_api.h"
-#include "tests/fuzz/fuzz_check.h"
+#include "tests/fuzz/fuzz_support.h"
 
 namespace {
 

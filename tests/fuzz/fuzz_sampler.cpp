@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "engine/sampler.h"
-#include "tests/fuzz/fuzz_check.h"
+#include "tests/fuzz/fuzz_support.h"
 
 namespace {
 

@@ -30,7 +30,7 @@
 #include "engine/stop_matcher.h"
 #include "engine/tokenizer.h"
 #include "engine/unicode.h"
-#include "tests/fuzz/fuzz_check.h"
+#include "tests/fuzz/fuzz_support.h"
 
 namespace {
 

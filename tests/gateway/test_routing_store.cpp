@@ -278,6 +278,23 @@ TEST_F(RoutingStoreTest, VersionsStopAtTheLimitAndTheStateStaysReadable) {
   }
 }
 
+// Found by fuzz_admin_api: an x-qgate-actor header with a raw byte (or cut through a character)
+// went into the state file as is, and the next restart refused the file as not UTF-8.
+TEST_F(RoutingStoreTest, TheHistoryStoresActorsAsValidUtf8) {
+  {
+    auto store = open_store();
+    ASSERT_TRUE(store);
+    ASSERT_TRUE(store->set_split("smollm2", {{"fp16", 1}}, "ops\xff").ok());
+    ASSERT_TRUE(store->set_drained("awq", true, "\xe6\x9d").ok());  // a character cut short
+  }
+  auto store = open_store();
+  ASSERT_TRUE(store);
+  const auto history = store->history();
+  ASSERT_EQ(history.size(), 3u);
+  EXPECT_EQ(history[1].who, "ops\xef\xbf\xbd");  // U+FFFD
+  EXPECT_EQ(history[2].who, "\xef\xbf\xbd");
+}
+
 TEST_F(RoutingStoreTest, AFailedWriteChangesNothing) {
   auto store = open_store();
   // A directory where the temp file goes makes the write fail the way a full disk would.
