@@ -4,7 +4,8 @@
 # Usage: scripts/fuzz.sh [seconds] [target...]   (default: every target below)
 # Targets: fuzz_gguf, fuzz_safetensors (model files), fuzz_openai_request (API request bodies),
 # fuzz_http_server (raw bytes to a live HTTP server), fuzz_admin_api (admin changes, durability),
-# fuzz_routing_state (the durable admin state), fuzz_sampler (sampling over NaN/inf logits),
+# fuzz_routing_state (the durable admin state), fuzz_serve_config (the YAML config),
+# fuzz_sampler (sampling over NaN/inf logits),
 # fuzz_text (tokenizer, chat prompts, streaming detokenizer and stop strings on the real
 # tokenizer: needs models/, scripts/fetch_model.sh).
 # New interesting inputs go to build-fuzz/corpus/<format>/ (the source tree stays untouched);
@@ -16,7 +17,7 @@ shift || true
 targets=("$@")
 [[ ${#targets[@]} -eq 0 ]] &&
   targets=(fuzz_gguf fuzz_safetensors fuzz_openai_request fuzz_http_server fuzz_admin_api
-    fuzz_routing_state fuzz_sampler fuzz_text)
+    fuzz_routing_state fuzz_serve_config fuzz_sampler fuzz_text)
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="$root/build-fuzz"
