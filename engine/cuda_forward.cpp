@@ -7,12 +7,15 @@
 // One step: the batch's metadata (tokens, positions, block tables) goes to the device in one copy
 // from pinned memory; the residual stream stays fp32 on the device; each layer is norm -> q/k/v
 // -> rope -> KV write -> paged attention -> o -> add+norm -> gate/up -> SwiGLU -> down, the
-// residual add fused into the next norm; the LM head runs on the rows that want logits only, and
-// fp32 logits come back to the host for the sampler (a 49152-entry row is 192 KiB: small next to
-// a step's weight traffic, and it keeps every sampling mode on the one tested host sampler).
+// residual add fused into the next norm, q/k/v and gate/up each one matmul over stacked weights
+// where their formats allow (engine/gpu_weights.h; rope, the KV write and attention read q, k
+// and v in place from its rows, SwiGLU gate and up); the LM head runs on the rows that want logits
+// only, and fp32 logits come back to the host for the sampler (a 49152-entry row is 192 KiB: small
+// next to a step's weight traffic, and it keeps every sampling mode on the one tested host
+// sampler).
 //
 // Decode steps (every chunk one token) replay a CUDA graph captured per batch size: a step is
-// ~12 launches per layer, which at batch 1 would cost more in launch gaps than the kernels take.
+// ~11 launches per layer, which at batch 1 would cost more in launch gaps than the kernels take.
 // Everything a graph touches lives at fixed device addresses and the kernels' grids are sized
 // from fixed upper bounds (max_context_tokens), so a replay only needs the new metadata copied
 // into the same buffer first.
@@ -25,6 +28,7 @@
 #include <map>
 #include <numeric>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "engine/batch_forward.h"
@@ -62,14 +66,19 @@ struct DeviceLinear {
   }
 };
 
-Result<DeviceLinear> upload_linear(const WeightView& w, const int32_t* perm, const float* bias,
+// One matmul: a single layer, or layers that multiply the same input stacked row-wise
+// (gpu_matmul_groups decided that they can be: same format, columns, permutation, biases).
+Result<DeviceLinear> upload_linear(std::span<const LinearLayer* const> group,
                                    const std::string& what) {
+  std::vector<WeightView> views;
+  for (const LinearLayer* l : group) views.push_back(l->weight);
+  const WeightView& w = views.front();
   DeviceLinear d;
   d.format = gpu_weight_format(w.type);
-  d.rows = w.rows;
   d.cols = w.cols;
+  for (const WeightView& v : views) d.rows += v.rows;
   if (d.format == GpuWeightFormat::kW4A16) {
-    QGATE_ASSIGN_OR_RETURN(W4A16Weights packed, w4a16_from_ggml(w));
+    QGATE_ASSIGN_OR_RETURN(W4A16Weights packed, w4a16_from_ggml(views));
     d.group_size = packed.group_size;
     QGATE_ASSIGN_OR_RETURN(d.owned, DeviceBuffer::upload(packed.qweight.data(),
                                                          packed.qweight.size() * 4, what.c_str()));
@@ -77,25 +86,43 @@ Result<DeviceLinear> upload_linear(const WeightView& w, const int32_t* perm, con
                                                              packed.scale_min.size() * 2,
                                                              what.c_str()));
   } else {
-    const std::vector<uint16_t> h = fp16_from_weight(w);
+    std::vector<uint16_t> h;
+    for (const WeightView& v : views) {
+      const std::vector<uint16_t> part = fp16_from_weight(v);
+      h.insert(h.end(), part.begin(), part.end());
+    }
     QGATE_ASSIGN_OR_RETURN(d.owned, DeviceBuffer::upload(h.data(), h.size() * 2, what.c_str()));
   }
   d.weight = d.owned.get();
-  if (perm != nullptr) {
+  if (const int32_t* perm = group.front()->input_perm; perm != nullptr) {
     QGATE_ASSIGN_OR_RETURN(d.perm, DeviceBuffer::upload(perm, static_cast<size_t>(w.cols) * 4,
                                                         what.c_str()));
   }
-  if (bias != nullptr) {
-    QGATE_ASSIGN_OR_RETURN(d.bias, DeviceBuffer::upload(bias, static_cast<size_t>(w.rows) * 4,
-                                                        what.c_str()));
+  if (group.front()->bias != nullptr) {
+    std::vector<float> bias;
+    for (const LinearLayer* l : group) bias.insert(bias.end(), l->bias, l->bias + l->weight.rows);
+    QGATE_ASSIGN_OR_RETURN(d.bias,
+                           DeviceBuffer::upload(bias.data(), bias.size() * 4, what.c_str()));
   }
   return d;
+}
+
+Result<std::vector<DeviceLinear>> upload_linears(std::span<const LinearLayer* const> parts,
+                                                 const std::string& what) {
+  std::vector<DeviceLinear> out;
+  for (const std::vector<const LinearLayer*>& group : gpu_matmul_groups(parts)) {
+    QGATE_ASSIGN_OR_RETURN(DeviceLinear d, upload_linear(group, what));
+    out.push_back(std::move(d));
+  }
+  return out;
 }
 
 struct DeviceLayer {
   DeviceBuffer attn_norm;
   DeviceBuffer ffn_norm;
-  DeviceLinear q, k, v, o, gate, up, down;
+  std::vector<DeviceLinear> qkv;      // one matmul of q | k | v rows, or q, k and v
+  std::vector<DeviceLinear> gate_up;  // one matmul of gate | up rows, or gate and up
+  DeviceLinear o, down;
 };
 
 // Pinned host memory: copies from it are truly asynchronous and graph-capturable.
@@ -134,8 +161,10 @@ class CudaForward final : public BatchForward {
   struct Activations {
     DeviceBuffer x;       // fp32 [rows][hidden]: the residual stream
     DeviceBuffer xb;      // fp16 [rows][hidden]: normed input of the next matmuls
-    DeviceBuffer q, k, v, att;
-    DeviceBuffer gate, up, hb;
+    DeviceBuffer qkv;  // fp16 q | k | v rows of a stacked matmul, or q, k and v one after another
+    DeviceBuffer att;  // fp16 [rows][q_dim]: attention output
+    DeviceBuffer gate_up;   // fp16 gate | up rows of a stacked matmul, or gate then up
+    DeviceBuffer hb;        // fp16 [rows][intermediate]: SwiGLU output
     DeviceBuffer out;       // fp16 [rows][max(hidden, ...)]: o / down projections
     DeviceBuffer permuted;  // fp16 [rows][widest cols]: act-order gather
     DeviceBuffer final_rows;  // fp16 [running][hidden]: rows whose logits are wanted
@@ -220,7 +249,9 @@ Status CudaForward::init(const LlamaModel& model) {
     lm_head_.cols = head.cols;
     lm_head_.weight = embedding_.get();
   } else {
-    QGATE_ASSIGN_OR_RETURN(lm_head_, upload_linear(head, nullptr, nullptr, "lm_head"));
+    const LinearLayer head_layer{head, nullptr, nullptr};
+    const LinearLayer* const parts[] = {&head_layer};
+    QGATE_ASSIGN_OR_RETURN(lm_head_, upload_linear(parts, "lm_head"));
   }
   layers_.resize(static_cast<size_t>(c.num_layers));
   for (int64_t i = 0; i < c.num_layers; ++i) {
@@ -231,13 +262,14 @@ Status CudaForward::init(const LlamaModel& model) {
                                                                name.c_str()));
     QGATE_ASSIGN_OR_RETURN(dst.ffn_norm, DeviceBuffer::upload(src.ffn_norm, norm_bytes,
                                                               name.c_str()));
-    const std::pair<const LinearLayer*, DeviceLinear*> linears[] = {
-        {&src.q, &dst.q},       {&src.k, &dst.k},   {&src.v, &dst.v},    {&src.o, &dst.o},
-        {&src.gate, &dst.gate}, {&src.up, &dst.up}, {&src.down, &dst.down}};
-    for (const auto& [from, to] : linears) {
-      QGATE_ASSIGN_OR_RETURN(*to,
-                             upload_linear(from->weight, from->input_perm, from->bias, name));
-    }
+    const LinearLayer* const qkv[] = {&src.q, &src.k, &src.v};
+    const LinearLayer* const gate_up[] = {&src.gate, &src.up};
+    const LinearLayer* const o[] = {&src.o};
+    const LinearLayer* const down[] = {&src.down};
+    QGATE_ASSIGN_OR_RETURN(dst.qkv, upload_linears(qkv, name));
+    QGATE_ASSIGN_OR_RETURN(dst.gate_up, upload_linears(gate_up, name));
+    QGATE_ASSIGN_OR_RETURN(dst.o, upload_linear(o, name));
+    QGATE_ASSIGN_OR_RETURN(dst.down, upload_linear(down, name));
   }
 
   // KV pool, fp16, allocated whole: the memory plan counted it (engine/gpu_memory_plan.h).
@@ -256,11 +288,14 @@ Status CudaForward::init(const LlamaModel& model) {
     QGATE_ASSIGN_OR_RETURN(b, DeviceBuffer::allocate(static_cast<size_t>(bytes), what));
     return Status::Ok();
   };
-  const std::pair<DeviceBuffer*, uint64_t> activations[] = {
-      {&a_.x, sizes.x},       {&a_.xb, sizes.xb},     {&a_.q, sizes.q},
-      {&a_.k, sizes.k},       {&a_.v, sizes.v},       {&a_.att, sizes.att},
-      {&a_.gate, sizes.gate}, {&a_.up, sizes.up},     {&a_.hb, sizes.hb},
-      {&a_.out, sizes.out},   {&a_.permuted, sizes.permuted}};
+  const std::pair<DeviceBuffer*, uint64_t> activations[] = {{&a_.x, sizes.x},
+                                                            {&a_.xb, sizes.xb},
+                                                            {&a_.qkv, sizes.qkv},
+                                                            {&a_.att, sizes.att},
+                                                            {&a_.gate_up, sizes.gate_up},
+                                                            {&a_.hb, sizes.hb},
+                                                            {&a_.out, sizes.out},
+                                                            {&a_.permuted, sizes.permuted}};
   for (const auto& [buffer, bytes] : activations) {
     QGATE_TRY_STATUS(alloc(*buffer, bytes, "activations"));
   }
@@ -340,6 +375,9 @@ Status CudaForward::run_step(int64_t rows, int64_t seqs, std::span<const int64_t
                              bool gather) {
   const LlamaConfig& c = config_;
   const int64_t d = c.hidden_size;
+  const int64_t qd = c.q_dim();
+  const int64_t kvd = c.kv_dim();
+  const int64_t inter = c.intermediate_size;
   const int32_t* meta = a_.meta.as<const int32_t>();
   cuda::AttentionBatch batch;
   batch.num_seqs = static_cast<int32_t>(seqs);
@@ -368,29 +406,38 @@ Status CudaForward::run_step(int64_t rows, int64_t seqs, std::span<const int64_t
                                   c.rms_norm_eps, xb, stream_));
   for (size_t li = 0; li < layers_.size(); ++li) {
     const DeviceLayer& l = layers_[li];
-    __half* q = a_.q.as<__half>();
-    __half* k = a_.k.as<__half>();
-    __half* v = a_.v.as<__half>();
-    QGATE_TRY_STATUS(linear(l.q, xb, rows, q));
-    QGATE_TRY_STATUS(linear(l.k, xb, rows, k));
-    QGATE_TRY_STATUS(linear(l.v, xb, rows, v));
-    QGATE_TRY_STATUS(cuda::rope(q, k, batch.row_pos, rows, shape.n_heads, shape.n_kv_heads,
-                                shape.head_dim, c.rope_theta, rope_layout, stream_));
+    // q, k and v: views into the rows q | k | v of one stacked matmul, or three dense arrays.
+    __half* q = a_.qkv.as<__half>();
+    __half* k = q + (l.qkv.size() == 1 ? qd : rows * qd);
+    __half* v = k + (l.qkv.size() == 1 ? kvd : rows * kvd);
+    const int64_t q_stride = l.qkv.size() == 1 ? qd + 2 * kvd : qd;
+    const int64_t kv_stride = l.qkv.size() == 1 ? qd + 2 * kvd : kvd;
+    QGATE_TRY_STATUS(linear(l.qkv[0], xb, rows, q));
+    if (l.qkv.size() == 3) {
+      QGATE_TRY_STATUS(linear(l.qkv[1], xb, rows, k));
+      QGATE_TRY_STATUS(linear(l.qkv[2], xb, rows, v));
+    }
+    QGATE_TRY_STATUS(cuda::rope(q, q_stride, k, kv_stride, batch.row_pos, rows, shape.n_heads,
+                                shape.n_kv_heads, shape.head_dim, c.rope_theta, rope_layout,
+                                stream_));
     const cuda::PagedKv kv{k_cache_.as<__half>() + static_cast<int64_t>(li) * layer_elems,
                            v_cache_.as<__half>() + static_cast<int64_t>(li) * layer_elems,
                            limits_.block_tokens * c.kv_dim(),
                            static_cast<int32_t>(limits_.block_tokens)};
-    QGATE_TRY_STATUS(cuda::write_kv_cache(k, v, kv, batch, shape, stream_));
-    QGATE_TRY_STATUS(cuda::paged_attention(q, a_.att.as<__half>(), kv, batch, shape,
+    QGATE_TRY_STATUS(cuda::write_kv_cache(k, v, kv_stride, kv, batch, shape, stream_));
+    QGATE_TRY_STATUS(cuda::paged_attention(q, q_stride, a_.att.as<__half>(), kv, batch, shape,
                                            a_.attention.get(), a_.attention.bytes(), stream_));
     QGATE_TRY_STATUS(linear(l.o, a_.att.as<const __half>(), rows, out));
     QGATE_TRY_STATUS(cuda::add_rms_norm(x, out, l.ffn_norm.as<const float>(), rows, d,
                                         c.rms_norm_eps, xb, stream_));
-    QGATE_TRY_STATUS(linear(l.gate, xb, rows, a_.gate.as<__half>()));
-    QGATE_TRY_STATUS(linear(l.up, xb, rows, a_.up.as<__half>()));
-    QGATE_TRY_STATUS(cuda::swiglu(a_.gate.as<const __half>(), c.intermediate_size,
-                                  a_.up.as<const __half>(), c.intermediate_size, rows,
-                                  c.intermediate_size, a_.hb.as<__half>(), stream_));
+    // gate and up: views into the rows gate | up of one stacked matmul, or two dense arrays.
+    __half* gate = a_.gate_up.as<__half>();
+    __half* up = gate + (l.gate_up.size() == 1 ? inter : rows * inter);
+    const int64_t gu_stride = l.gate_up.size() == 1 ? 2 * inter : inter;
+    QGATE_TRY_STATUS(linear(l.gate_up[0], xb, rows, gate));
+    if (l.gate_up.size() == 2) QGATE_TRY_STATUS(linear(l.gate_up[1], xb, rows, up));
+    QGATE_TRY_STATUS(
+        cuda::swiglu(gate, gu_stride, up, gu_stride, rows, inter, a_.hb.as<__half>(), stream_));
     QGATE_TRY_STATUS(linear(l.down, a_.hb.as<const __half>(), rows, out));
     // The residual add of this layer fused with the next layer's norm (or the final norm).
     const float* next_norm = li + 1 < layers_.size() ? layers_[li + 1].attn_norm.as<const float>()

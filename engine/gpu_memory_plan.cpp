@@ -1,6 +1,8 @@
 #include "engine/gpu_memory_plan.h"
 
 #include <cstdio>
+#include <span>
+#include <vector>
 
 #include "engine/gpu_weights.h"
 #include "engine/llama_model.h"
@@ -26,8 +28,8 @@ uint64_t gpu_kv_cache_bytes(const LlamaConfig& c, int64_t num_blocks, int64_t bl
 }
 
 uint64_t GpuStepBuffers::total() const {
-  return x + xb + q + k + v + att + gate + up + hb + out + permuted + final_rows + logits16 +
-         logits + meta + attention_bound + cublas;
+  return x + xb + qkv + att + gate_up + hb + out + permuted + final_rows + logits16 + logits +
+         meta + attention_bound + cublas;
 }
 
 GpuStepBuffers gpu_step_buffers(const LlamaConfig& c, int64_t rows, int64_t running,
@@ -42,11 +44,10 @@ GpuStepBuffers gpu_step_buffers(const LlamaConfig& c, int64_t rows, int64_t runn
   GpuStepBuffers b;
   b.x = r * d * 4;
   b.xb = r * std::max(d, qd) * 2;
-  b.q = r * qd * 2;
-  b.k = r * kvd * 2;
-  b.v = r * kvd * 2;
+  b.qkv = r * (qd + 2 * kvd) * 2;
   b.att = r * qd * 2;
-  b.gate = b.up = b.hb = r * inter * 2;
+  b.gate_up = r * 2 * inter * 2;
+  b.hb = r * inter * 2;
   b.out = r * d * 2;
   b.permuted = r * std::max({d, qd, inter}) * 2;
   b.final_rows = n * d * 2;
@@ -69,10 +70,27 @@ GpuMemoryDemand gpu_memory_demand(std::string variant, int device, const LlamaMo
   m.device = device;
   uint64_t w = 0;
   for (const LlamaLayer& l : model.layers()) {
-    for (const LinearLayer* lin : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down}) {
-      w += gpu_weight_bytes(lin->weight);
-      if (lin->bias != nullptr) w += static_cast<uint64_t>(lin->weight.rows) * 4;
-      if (lin->input_perm != nullptr) w += static_cast<uint64_t>(lin->weight.cols) * 4;
+    // The matmuls as the CUDA pass uploads them: q/k/v and gate/up stacked where they can be,
+    // one bias row and one act-order permutation per matmul.
+    const LinearLayer* const qkv[] = {&l.q, &l.k, &l.v};
+    const LinearLayer* const gate_up[] = {&l.gate, &l.up};
+    const LinearLayer* const o[] = {&l.o};
+    const LinearLayer* const down[] = {&l.down};
+    for (const std::span<const LinearLayer* const> parts :
+         {std::span<const LinearLayer* const>(qkv), std::span<const LinearLayer* const>(o),
+          std::span<const LinearLayer* const>(gate_up),
+          std::span<const LinearLayer* const>(down)}) {
+      for (const std::vector<const LinearLayer*>& group : gpu_matmul_groups(parts)) {
+        std::vector<WeightView> views;
+        for (const LinearLayer* lin : group) {
+          views.push_back(lin->weight);
+          if (lin->bias != nullptr) w += static_cast<uint64_t>(lin->weight.rows) * 4;
+        }
+        w += gpu_weight_bytes(views);
+        if (group.front()->input_perm != nullptr) {
+          w += static_cast<uint64_t>(group.front()->weight.cols) * 4;
+        }
+      }
     }
     w += static_cast<uint64_t>(c.hidden_size) * 4 * 2;  // the two norms, fp32
   }

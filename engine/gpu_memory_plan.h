@@ -54,8 +54,10 @@ uint64_t gpu_kv_cache_bytes(const LlamaConfig& c, int64_t num_blocks, int64_t bl
 struct GpuStepBuffers {
   uint64_t x = 0;         // fp32 residual stream [rows][hidden]
   uint64_t xb = 0;        // fp16 normed input [rows][max(hidden, q_dim)]
-  uint64_t q = 0, k = 0, v = 0, att = 0;
-  uint64_t gate = 0, up = 0, hb = 0;  // fp16 [rows][intermediate]
+  uint64_t qkv = 0;  // fp16 [rows][q_dim + 2 kv_dim]: one stacked q/k/v matmul's rows, or q, k, v
+  uint64_t att = 0;  // fp16 [rows][q_dim]
+  uint64_t gate_up = 0;   // fp16 [rows][2 intermediate]: stacked gate/up rows, or gate then up
+  uint64_t hb = 0;        // fp16 [rows][intermediate]
   uint64_t out = 0;       // fp16 o / down projection [rows][hidden]
   uint64_t permuted = 0;  // fp16 act-order gather [rows][widest input]
   uint64_t final_rows = 0;  // fp16 rows that want logits [running][hidden]

@@ -15,6 +15,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -119,10 +120,12 @@ class LlamaModel {
   // ship, e.g. a 7B Llama). Matrices are F16, or Q4_1 whose blocks share (d, m) in groups of
   // group_size columns (a multiple of 32: what a GPTQ/AWQ checkpoint of that group size becomes);
   // the embedding is F16, the LM head untied. Values are scaled so activations stay finite through
-  // every layer; the outputs mean nothing. Filled on all cores. InvalidArgument for a bad config
-  // or matrix type.
+  // every layer; the outputs mean nothing. Filled on all cores. `v_and_up_type` (F16 or Q4_1), when
+  // given, replaces the type of every v and up matrix: a mixed-precision file, whose q/k/v and
+  // gate/up cannot share one matmul on the GPU. InvalidArgument for a bad config or matrix type.
   static Result<LlamaModel> synthetic(const LlamaConfig& config, DType matrix_type,
-                                      int64_t group_size, uint64_t seed);
+                                      int64_t group_size, uint64_t seed,
+                                      std::optional<DType> v_and_up_type = std::nullopt);
 
   const LlamaConfig& config() const { return config_; }
   // Bytes of weights the forward pass reads (matrices, norms, embedding).

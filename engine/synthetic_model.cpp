@@ -44,12 +44,18 @@ void parallel_rows(int64_t rows, F f) {
 }  // namespace
 
 Result<LlamaModel> LlamaModel::synthetic(const LlamaConfig& config, DType matrix_type,
-                                         int64_t group_size, uint64_t seed) {
+                                         int64_t group_size, uint64_t seed,
+                                         std::optional<DType> v_and_up_type) {
   QGATE_TRY_STATUS(config.validate());
-  if (matrix_type != DType::kF16 && matrix_type != DType::kQ4_1) {
-    return make_error(ErrorCode::kInvalidArgument, "synthetic model: matrices must be F16 or Q4_1");
+  const DType v_up = v_and_up_type.value_or(matrix_type);
+  for (const DType t : {matrix_type, v_up}) {
+    if (t != DType::kF16 && t != DType::kQ4_1) {
+      return make_error(ErrorCode::kInvalidArgument,
+                        "synthetic model: matrices must be F16 or Q4_1");
+    }
   }
-  if (matrix_type == DType::kQ4_1 && (group_size < kQuantBlock || group_size % kQuantBlock != 0)) {
+  if ((matrix_type == DType::kQ4_1 || v_up == DType::kQ4_1) &&
+      (group_size < kQuantBlock || group_size % kQuantBlock != 0)) {
     return make_error(ErrorCode::kInvalidArgument,
                       "synthetic model: group_size must be a positive multiple of 32");
   }
@@ -113,10 +119,10 @@ Result<LlamaModel> LlamaModel::synthetic(const LlamaConfig& config, DType matrix
     l.ffn_norm = norm(c.hidden_size);
     QGATE_ASSIGN_OR_RETURN(l.q.weight, matrix(matrix_type, c.q_dim(), c.hidden_size));
     QGATE_ASSIGN_OR_RETURN(l.k.weight, matrix(matrix_type, c.kv_dim(), c.hidden_size));
-    QGATE_ASSIGN_OR_RETURN(l.v.weight, matrix(matrix_type, c.kv_dim(), c.hidden_size));
+    QGATE_ASSIGN_OR_RETURN(l.v.weight, matrix(v_up, c.kv_dim(), c.hidden_size));
     QGATE_ASSIGN_OR_RETURN(l.o.weight, matrix(matrix_type, c.hidden_size, c.q_dim()));
     QGATE_ASSIGN_OR_RETURN(l.gate.weight, matrix(matrix_type, c.intermediate_size, c.hidden_size));
-    QGATE_ASSIGN_OR_RETURN(l.up.weight, matrix(matrix_type, c.intermediate_size, c.hidden_size));
+    QGATE_ASSIGN_OR_RETURN(l.up.weight, matrix(v_up, c.intermediate_size, c.hidden_size));
     QGATE_ASSIGN_OR_RETURN(l.down.weight, matrix(matrix_type, c.hidden_size, c.intermediate_size));
   }
   return m;

@@ -17,13 +17,15 @@ namespace {
 
 namespace ad = attention_detail;
 
-// One thread per 16-byte chunk (8 halves) of a row: a K/V row of kv_dim halves is written with
-// kv_dim / 8 coalesced 16-byte stores into its block slot.
+// One thread per 16-byte chunk (8 halves) of a row: a K/V row of kv_dim halves is read from its
+// (possibly strided) source row and written with kv_dim / 8 coalesced 16-byte stores into its
+// block slot.
 __global__ void __launch_bounds__(256)
-    write_kv_cache_kernel(const __half* k, const __half* v, __half* k_cache, __half* v_cache,
-                          int64_t block_stride, int32_t block_tokens, const int32_t* row_seq,
-                          const int32_t* row_pos, const int32_t* block_tables, int32_t max_blocks,
-                          int32_t num_seqs, int32_t num_rows, int32_t kv_dim) {
+    write_kv_cache_kernel(const __half* k, const __half* v, int64_t kv_stride, __half* k_cache,
+                          __half* v_cache, int64_t block_stride, int32_t block_tokens,
+                          const int32_t* row_seq, const int32_t* row_pos,
+                          const int32_t* block_tables, int32_t max_blocks, int32_t num_seqs,
+                          int32_t num_rows, int32_t kv_dim) {
   const int32_t chunks = kv_dim / 8;
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= static_cast<int64_t>(num_rows) * chunks) return;
@@ -37,7 +39,7 @@ __global__ void __launch_bounds__(256)
   const int32_t* table = block_tables + static_cast<int64_t>(seq) * max_blocks;
   if (table[pos / block_tokens] < 0) return;
   const int64_t dst = ad::kv_offset(table, pos, block_tokens, block_stride, kv_dim) + c * 8;
-  const int64_t src = static_cast<int64_t>(row) * kv_dim + c * 8;
+  const int64_t src = static_cast<int64_t>(row) * kv_stride + c * 8;
   const uint4 kx = __ldg(reinterpret_cast<const uint4*>(k + src));
   const uint4 vx = __ldg(reinterpret_cast<const uint4*>(v + src));
   *reinterpret_cast<uint4*>(k_cache + dst) = kx;
@@ -83,6 +85,15 @@ Status validate_kv(const PagedKv& kv, const AttentionShape& s) {
   return Status::Ok();
 }
 
+// Rows of `width` elements read `stride` apart with 16-byte loads.
+Status validate_row_stride(const char* name, int64_t stride, int64_t width) {
+  if (stride < width || stride % 8 != 0) {
+    return invalid(std::string(name) + " " + std::to_string(stride) + " must be at least " +
+                   std::to_string(width) + " and a multiple of 8");
+  }
+  return Status::Ok();
+}
+
 // Fields every kernel reads; num_rows == 0 is checked by the caller (nothing to do).
 Status validate_batch_common(const AttentionBatch& b) {
   if (b.num_rows < 0) return invalid("num_rows must not be negative");
@@ -112,7 +123,7 @@ ad::DecodePlan plan_for(const AttentionBatch& batch, const AttentionShape& shape
 
 }  // namespace
 
-Status write_kv_cache(const __half* k, const __half* v, const PagedKv& kv,
+Status write_kv_cache(const __half* k, const __half* v, int64_t kv_stride, const PagedKv& kv,
                       const AttentionBatch& batch, const AttentionShape& shape,
                       cudaStream_t stream) {
   QGATE_TRY_STATUS(validate_shape(shape));
@@ -123,12 +134,13 @@ Status write_kv_cache(const __half* k, const __half* v, const PagedKv& kv,
   if (k == nullptr || v == nullptr) return invalid("null k/v rows");
   if (!aligned16(k) || !aligned16(v)) return invalid("k/v rows must be 16-byte aligned");
   const int32_t kv_dim = shape.n_kv_heads * shape.head_dim;
+  QGATE_TRY_STATUS(validate_row_stride("kv_stride", kv_stride, kv_dim));
   const int64_t threads = static_cast<int64_t>(batch.num_rows) * (kv_dim / 8);
   const int block = 256;
   const int64_t blocks = (threads + block - 1) / block;
   if (blocks > INT32_MAX) return invalid("too many rows for one launch");
   write_kv_cache_kernel<<<static_cast<unsigned>(blocks), block, 0, stream>>>(
-      k, v, kv.k, kv.v, kv.block_stride, kv.block_tokens, batch.row_seq, batch.row_pos,
+      k, v, kv_stride, kv.k, kv.v, kv.block_stride, kv.block_tokens, batch.row_seq, batch.row_pos,
       batch.block_tables, batch.max_blocks, batch.num_seqs, batch.num_rows, kv_dim);
   return launch_status("write_kv_cache kernel");
 }
@@ -142,14 +154,15 @@ size_t paged_attention_workspace_bytes(const AttentionBatch& batch, const Attent
                                     shape.head_dim);
 }
 
-Status paged_attention(const __half* q, __half* out, const PagedKv& kv, const AttentionBatch& batch,
-                       const AttentionShape& shape, cudaStream_t stream) {
-  return paged_attention(q, out, kv, batch, shape, nullptr, 0, stream);
+Status paged_attention(const __half* q, int64_t q_stride, __half* out, const PagedKv& kv,
+                       const AttentionBatch& batch, const AttentionShape& shape,
+                       cudaStream_t stream) {
+  return paged_attention(q, q_stride, out, kv, batch, shape, nullptr, 0, stream);
 }
 
-Status paged_attention(const __half* q, __half* out, const PagedKv& kv, const AttentionBatch& batch,
-                       const AttentionShape& shape, void* workspace, size_t workspace_bytes,
-                       cudaStream_t stream) {
+Status paged_attention(const __half* q, int64_t q_stride, __half* out, const PagedKv& kv,
+                       const AttentionBatch& batch, const AttentionShape& shape, void* workspace,
+                       size_t workspace_bytes, cudaStream_t stream) {
   QGATE_TRY_STATUS(validate_shape(shape));
   QGATE_TRY_STATUS(validate_kv(kv, shape));
   if (batch.num_rows == 0) return Status::Ok();
@@ -159,6 +172,8 @@ Status paged_attention(const __half* q, __half* out, const PagedKv& kv, const At
   }
   if (q == nullptr || out == nullptr) return invalid("null q/out");
   if (!aligned16(q) || !aligned16(out)) return invalid("q/out must be 16-byte aligned");
+  QGATE_TRY_STATUS(validate_row_stride("q_stride", q_stride,
+                                       static_cast<int64_t>(shape.n_heads) * shape.head_dim));
   if (batch.host_max_query_rows < 1) return invalid("host_max_query_rows must be at least 1");
   if (batch.host_max_context < 1 || batch.host_max_context > kMaxContext) {
     return invalid("host_max_context " + std::to_string(batch.host_max_context) +
@@ -183,6 +198,7 @@ Status paged_attention(const __half* q, __half* out, const PagedKv& kv, const At
 
   ad::Params p;
   p.q = q;
+  p.q_stride = q_stride;
   p.out = out;
   p.k = kv.k;
   p.v = kv.v;

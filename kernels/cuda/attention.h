@@ -52,19 +52,25 @@ struct AttentionShape {
   float scale = 0;       // usually 1/sqrt(head_dim)
 };
 
-// Writes k and v rows ([num_rows][kv_dim]) into the cache at each row's position.
-Status write_kv_cache(const __half* k, const __half* v, const PagedKv& kv,
+// Writes k and v rows (kv_dim elements each, consecutive rows `kv_stride` elements apart) into
+// the cache at each row's position. kv_stride is kv_dim for dense [num_rows][kv_dim] arrays and
+// q_dim + 2 kv_dim for views into one fused q/k/v matmul output; it must be >= kv_dim and a
+// multiple of 8 (16-byte rows).
+Status write_kv_cache(const __half* k, const __half* v, int64_t kv_stride, const PagedKv& kv,
                       const AttentionBatch& batch, const AttentionShape& shape,
                       cudaStream_t stream);
 
 // out[row][head][:] = softmax(q · Kᵀ * scale) · V over the row's causal context, read from the
-// cache (so write_kv_cache for this step must run first). q, out: [num_rows][n_heads][head_dim].
+// cache (so write_kv_cache for this step must run first). q: rows of n_heads * head_dim elements,
+// `q_stride` apart (>= n_heads * head_dim, a multiple of 8: a fused q/k/v output can be read in
+// place); out: dense [num_rows][n_heads][head_dim].
 // Sequences of exactly one row go to the decode kernel, longer chunks to the prefill kernel; a
 // mixed batch runs both, each skipping the other's sequences. This form uses no workspace, so a
 // decode row is handled by one CTA per kv head over its whole context (slow at small batch and
 // long context: prefer the workspace form below).
-Status paged_attention(const __half* q, __half* out, const PagedKv& kv, const AttentionBatch& batch,
-                       const AttentionShape& shape, cudaStream_t stream);
+Status paged_attention(const __half* q, int64_t q_stride, __half* out, const PagedKv& kv,
+                       const AttentionBatch& batch, const AttentionShape& shape,
+                       cudaStream_t stream);
 
 // Device bytes of scratch that paged_attention with a workspace needs for this batch and shape:
 // decode contexts are then split into chunks processed by separate CTAs (flash-decoding) and
@@ -76,8 +82,8 @@ size_t paged_attention_workspace_bytes(const AttentionBatch& batch, const Attent
 // As above with a caller-owned workspace (16-byte aligned device memory of at least
 // paged_attention_workspace_bytes(batch, shape) bytes, not used by anything else until the
 // launched work completes). workspace == nullptr behaves like the form without one.
-Status paged_attention(const __half* q, __half* out, const PagedKv& kv, const AttentionBatch& batch,
-                       const AttentionShape& shape, void* workspace, size_t workspace_bytes,
-                       cudaStream_t stream);
+Status paged_attention(const __half* q, int64_t q_stride, __half* out, const PagedKv& kv,
+                       const AttentionBatch& batch, const AttentionShape& shape, void* workspace,
+                       size_t workspace_bytes, cudaStream_t stream);
 
 }  // namespace qgate::cuda

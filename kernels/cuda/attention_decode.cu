@@ -85,7 +85,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int h = 0; h < G; ++h) {
     if (h < nh) {
       const uint4 raw = __ldg(reinterpret_cast<const uint4*>(
-          p.q + (static_cast<int64_t>(row) * p.n_heads + h0 + h) * D + lane_d * 8));
+          p.q + static_cast<int64_t>(row) * p.q_stride + (h0 + h) * D + lane_d * 8));
       half8_to_float(raw, qf[h]);
 #pragma unroll
       for (int k = 0; k < 8; ++k) qf[h][k] *= p.scale_log2;

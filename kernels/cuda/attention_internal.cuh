@@ -27,6 +27,7 @@ constexpr int kThreads = 128;  // every attention kernel runs 4 warps per CTA
 // Everything a kernel needs, validated by the launcher.
 struct Params {
   const __half* q = nullptr;
+  int64_t q_stride = 0;  // elements between q rows (>= n_heads * head_dim)
   __half* out = nullptr;
   const __half* k = nullptr;
   const __half* v = nullptr;

@@ -139,8 +139,8 @@ __global__ void __launch_bounds__(kThreads) prefill_kernel(Params p) {
 
   uint32_t qa[kKSteps][4];
   {
-    const __half* qrow_a = p.q + (static_cast<int64_t>(row0 + ra) * p.n_heads + head) * D;
-    const __half* qrow_b = p.q + (static_cast<int64_t>(row0 + rb) * p.n_heads + head) * D;
+    const __half* qrow_a = p.q + static_cast<int64_t>(row0 + ra) * p.q_stride + head * D;
+    const __half* qrow_b = p.q + static_cast<int64_t>(row0 + rb) * p.q_stride + head * D;
     const bool va = ra < nrows;
     const bool vb = rb < nrows;
 #pragma unroll

@@ -202,9 +202,9 @@ Status check_norm(const char* op, const void* x, const void* weight, int64_t row
 // contiguous 64-128 byte spans, so DRAM sectors are fully used, and rope moves ~10 KB per decode
 // row, too little for the instruction count to matter.
 template <bool kHalves>
-__global__ void rope_kernel(__half* __restrict__ q, __half* __restrict__ k,
-                            const int32_t* __restrict__ row_pos, int n_heads, int n_kv_heads,
-                            int head_dim, float theta) {
+__global__ void rope_kernel(__half* __restrict__ q, int64_t q_stride, __half* __restrict__ k,
+                            int64_t k_stride, const int32_t* __restrict__ row_pos, int n_heads,
+                            int n_kv_heads, int head_dim, float theta) {
   __shared__ float cos_t[kRopeMaxHalf];
   __shared__ float sin_t[kRopeMaxHalf];
   const int64_t row = blockIdx.x;
@@ -221,8 +221,8 @@ __global__ void rope_kernel(__half* __restrict__ q, __half* __restrict__ k,
   __syncthreads();
   const int q_pairs = n_heads * half;
   const int pairs = (n_heads + n_kv_heads) * half;
-  __half* qr = q + row * n_heads * head_dim;
-  __half* kr = k + row * n_kv_heads * head_dim;
+  __half* qr = q + row * q_stride;
+  __half* kr = k + row * k_stride;
   for (int p = threadIdx.x; p < pairs; p += blockDim.x) {
     const bool is_q = p < q_pairs;
     const int pp = is_q ? p : p - q_pairs;
@@ -338,9 +338,9 @@ Status add_rms_norm(float* x, const __half* delta, const float* weight, int64_t 
   return dispatch_rms_norm<true>(x, delta, weight, rows, static_cast<int>(n), eps, out, stream, op);
 }
 
-Status rope(__half* q, __half* k, const int32_t* row_pos, int64_t rows, int32_t n_heads,
-            int32_t n_kv_heads, int32_t head_dim, float theta, RopeLayout layout,
-            cudaStream_t stream) {
+Status rope(__half* q, int64_t q_stride, __half* k, int64_t k_stride, const int32_t* row_pos,
+            int64_t rows, int32_t n_heads, int32_t n_kv_heads, int32_t head_dim, float theta,
+            RopeLayout layout, cudaStream_t stream) {
   constexpr const char* op = "rope";
   if (rows < 0) return invalid(op, "rows must be >= 0, got " + std::to_string(rows));
   if (rows > kMaxDim) return invalid(op, "rows " + std::to_string(rows) + " exceeds 2^31-1");
@@ -356,6 +356,10 @@ Status rope(__half* q, __half* k, const int32_t* row_pos, int64_t rows, int32_t 
     return invalid(op, "heads x head_dim exceeds 2^31-1");
   }
   if (!(theta > 0.0f) || theta == INFINITY) return invalid(op, "theta must be finite and > 0");
+  if (q_stride < int64_t{n_heads} * head_dim || k_stride < int64_t{n_kv_heads} * head_dim) {
+    return invalid(op, "q_stride " + std::to_string(q_stride) + " / k_stride " +
+                           std::to_string(k_stride) + " are shorter than a row of heads");
+  }
   if (layout != RopeLayout::kAdjacentPairs && layout != RopeLayout::kHalves) {
     return invalid(op, "unknown layout");
   }
@@ -367,11 +371,11 @@ Status rope(__half* q, __half* k, const int32_t* row_pos, int64_t rows, int32_t 
   const int threads = pairs >= 256 ? 256 : ((pairs + 31) / 32) * 32;
   const auto blocks = static_cast<unsigned>(rows);
   if (layout == RopeLayout::kHalves) {
-    rope_kernel<true>
-        <<<blocks, threads, 0, stream>>>(q, k, row_pos, n_heads, n_kv_heads, head_dim, theta);
+    rope_kernel<true><<<blocks, threads, 0, stream>>>(q, q_stride, k, k_stride, row_pos, n_heads,
+                                                      n_kv_heads, head_dim, theta);
   } else {
-    rope_kernel<false>
-        <<<blocks, threads, 0, stream>>>(q, k, row_pos, n_heads, n_kv_heads, head_dim, theta);
+    rope_kernel<false><<<blocks, threads, 0, stream>>>(q, q_stride, k, k_stride, row_pos, n_heads,
+                                                       n_kv_heads, head_dim, theta);
   }
   return launch_status(op);
 }

@@ -33,13 +33,15 @@ Status add_residual(float* x, const __half* delta, int64_t rows, int64_t n, cuda
 // y[r][i] += bias[i] (Qwen2's q/k/v biases), y fp16, bias fp32.
 Status add_bias(__half* y, const float* bias, int64_t rows, int64_t n, cudaStream_t stream);
 
-// Rotary embedding in place on q ([rows][n_heads][head_dim]) and k ([rows][n_kv_heads][head_dim])
-// at position row_pos[r]; same styles and frequencies as the CPU rope() (kernels/cpu/ops.h):
-// adjacent pairs (GGUF) or halves (HF).
+// Rotary embedding in place on the q rows (n_heads * head_dim elements, q_stride apart) and k
+// rows (n_kv_heads * head_dim, k_stride apart) at position row_pos[r]; same styles and frequencies
+// as the CPU rope() (kernels/cpu/ops.h): adjacent pairs (GGUF) or halves (HF). The strides are
+// the row widths for dense arrays, or q_dim + 2 kv_dim for views into one fused q/k/v output; the
+// q and k rows must not overlap.
 enum class RopeLayout { kAdjacentPairs, kHalves };
-Status rope(__half* q, __half* k, const int32_t* row_pos, int64_t rows, int32_t n_heads,
-            int32_t n_kv_heads, int32_t head_dim, float theta, RopeLayout layout,
-            cudaStream_t stream);
+Status rope(__half* q, int64_t q_stride, __half* k, int64_t k_stride, const int32_t* row_pos,
+            int64_t rows, int32_t n_heads, int32_t n_kv_heads, int32_t head_dim, float theta,
+            RopeLayout layout, cudaStream_t stream);
 
 // out[r][i] = silu(gate[r][i]) * up[r][i]; gate and up rows may be strided views of one fused
 // gate/up output (gate_stride/up_stride in elements).

@@ -12,9 +12,11 @@
 #include <filesystem>
 #include <future>
 #include <numeric>
+#include <optional>
 #include <vector>
 
 #include "engine/batch_forward.h"
+#include "engine/gpu_weights.h"
 #include "engine/paged_kv_cache.h"
 #include "engine/worker.h"
 #include "kernels/cpu/thread_pool.h"
@@ -78,12 +80,21 @@ std::vector<std::vector<float>> run_greedy(const std::vector<int32_t>& prompt, i
 }
 
 // Synthetic models (no model file needed, so this runs on any GPU machine): both matrix formats
-// the GPU path has (fp16 through cuBLASLt, 4-bit through W4A16 with groups of 64) and both
-// head_dims the attention kernels take; prefill, then decode through eager, capture and replay.
+// the GPU path has (fp16 through cuBLASLt, 4-bit through W4A16 with groups of 64), each with
+// q/k/v and gate/up stacked into one matmul, plus a mixed model (4-bit with fp16 v and up) whose
+// q, k, v, gate and up run as separate matmuls into dense arrays; both head_dims the attention
+// kernels take; prefill, then decode through eager, capture and replay.
 TEST(CudaForward, SyntheticModelsFollowTheCpuReference) {
   QGATE_REQUIRE_GPU();
+  struct Types {
+    DType matrices;
+    std::optional<DType> v_and_up;
+    const char* name;
+  };
   for (const int64_t head_dim : {64, 128}) {
-    for (const DType type : {DType::kF16, DType::kQ4_1}) {
+    for (const Types types :
+         {Types{DType::kF16, std::nullopt, "F16"}, Types{DType::kQ4_1, std::nullopt, "Q4_1"},
+          Types{DType::kQ4_1, DType::kF16, "Q4_1 with F16 v/up"}}) {
       LlamaConfig c;
       c.vocab_size = 1024;
       c.hidden_size = 512;
@@ -93,8 +104,11 @@ TEST(CudaForward, SyntheticModelsFollowTheCpuReference) {
       c.head_dim = head_dim;
       c.intermediate_size = 1408;
       c.max_position_embeddings = 1024;
-      auto model = LlamaModel::synthetic(c, type, 64, 11);
+      auto model = LlamaModel::synthetic(c, types.matrices, 64, 11, types.v_and_up);
       ASSERT_TRUE(model.ok()) << model.error().to_string();
+      const LlamaLayer& l0 = model->layers()[0];
+      ASSERT_EQ(gpu_can_stack(std::vector<const LinearLayer*>{&l0.q, &l0.k, &l0.v}),
+                !types.v_and_up.has_value());
       std::vector<int32_t> prompt(37);
       for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = static_cast<int32_t>(i * 97 % 1024);
       auto gpu = make_cuda_forward(*model, 0, limits());
@@ -116,7 +130,7 @@ TEST(CudaForward, SyntheticModelsFollowTheCpuReference) {
           forced);
       for (size_t i = 0; i < on_gpu.size(); ++i) {
         EXPECT_LT(normalized_error(on_gpu[i], on_cpu[i]), 1e-2)
-            << dtype_name(type) << " head_dim " << head_dim << " step " << i;
+            << types.name << " head_dim " << head_dim << " step " << i;
       }
     }
   }

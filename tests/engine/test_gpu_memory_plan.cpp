@@ -32,17 +32,18 @@ TEST(GpuMemoryPlan, StepBuffersFollowTheStepSizeAndTheRunningSequences) {
   const GpuStepBuffers small = gpu_step_buffers(c, 64, 4, 2048, 16, false);
   // Residual stream fp32, matmul inputs/outputs fp16, every row of the step.
   EXPECT_EQ(small.x, 64u * 576 * 4);
-  EXPECT_EQ(small.gate, 64u * 1536 * 2);
+  EXPECT_EQ(small.qkv, 64u * (576 + 2 * 192) * 2);  // q | k | v of one stacked matmul
+  EXPECT_EQ(small.gate_up, 64u * 2 * 1536 * 2);
+  EXPECT_EQ(small.hb, 64u * 1536 * 2);
   EXPECT_EQ(small.permuted, 64u * 1536 * 2);  // the widest input: the down projection's
   EXPECT_EQ(small.logits, 4u * 49152 * 4);
   EXPECT_EQ(small.logits16, 0u);
   EXPECT_EQ(small.max_blocks, 128);
   EXPECT_EQ(small.meta, (3u * 64 + 2 * 4 + 1 + 4 * 128) * 4);
   EXPECT_EQ(small.cublas, kCublasWorkspaceBytes);
-  EXPECT_EQ(small.total(), small.x + small.xb + small.q + small.k + small.v + small.att +
-                               small.gate + small.up + small.hb + small.out + small.permuted +
-                               small.final_rows + small.logits16 + small.logits + small.meta +
-                               small.attention_bound + small.cublas);
+  EXPECT_EQ(small.total(), small.x + small.xb + small.qkv + small.att + small.gate_up + small.hb +
+                               small.out + small.permuted + small.final_rows + small.logits16 +
+                               small.logits + small.meta + small.attention_bound + small.cublas);
   // A 4-bit LM head adds its fp16 logits; more rows and more sequences cost more.
   EXPECT_EQ(gpu_step_buffers(c, 64, 4, 2048, 16, true).logits16, 4u * 49152 * 2);
   EXPECT_GT(gpu_step_buffers(c, 512, 4, 2048, 16, false).total(), small.total());

@@ -1,12 +1,13 @@
-#include "engine/gpu_weights.h"
-
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <utility>
 #include <vector>
 
+#include "engine/gpu_weights.h"
 #include "engine/model_loader.h"
 #include "kernels/cpu/half.h"
 #include "kernels/cpu/quant.h"
@@ -112,6 +113,93 @@ TEST(GpuWeights, Fp16FromWeightRoundsEveryType) {
   EXPECT_EQ(refused.error().code(), ErrorCode::kInvalidArgument);
 }
 
+// q (group 128), k (group 64) and v (Q4_0, group 32) stacked: row r of the stacked matrix is row
+// r of q, then of k, then of v, every value as each part alone packs it, at the smallest group.
+TEST(GpuWeights, StackedPartsKeepEveryRowAndTakeTheSmallestGroup) {
+  const int64_t cols = 576;
+  const auto q = q4_1_matrix(17, cols, 128, false, 1);
+  const auto k = q4_1_matrix(5, cols, 64, false, 2);
+  std::vector<BlockQ4_0> v(static_cast<size_t>(3 * cols / kQuantBlock));
+  std::mt19937 rng(3);
+  for (auto& b : v) {
+    b.d = fp32_to_fp16(0.01f + 0.001f * static_cast<float>(rng() % 50));
+    for (auto& x : b.qs) x = static_cast<uint8_t>(rng());
+  }
+  const std::vector<WeightView> parts = {view(q, 17, cols), view(k, 5, cols),
+                                         WeightView{DType::kQ4_0, 3, cols, v.data()}};
+  auto stacked = w4a16_from_ggml(parts);
+  ASSERT_TRUE(stacked.ok()) << stacked.error().to_string();
+  EXPECT_EQ(stacked->rows, 25);
+  EXPECT_EQ(stacked->cols, cols);
+  EXPECT_EQ(stacked->group_size, 32);
+  EXPECT_EQ(gpu_weight_bytes(parts), stacked->bytes());
+  int64_t row0 = 0;
+  for (const WeightView& part : parts) {
+    auto alone = w4a16_from_ggml(part);
+    ASSERT_TRUE(alone.ok()) << alone.error().to_string();
+    for (int64_t r = 0; r < part.rows; ++r) {
+      for (int64_t c = 0; c < cols; ++c) {
+        ASSERT_EQ(w4a16_dequant(*stacked, row0 + r, c), w4a16_dequant(*alone, r, c))
+            << "stacked row " << row0 + r << " col " << c;
+      }
+    }
+    row0 += part.rows;
+  }
+  // Two parts of group 128 stay at 128, and 64 + 32 rows pad to one 96-row matrix.
+  const auto a = q4_1_matrix(64, cols, 128, false, 4);
+  const auto b = q4_1_matrix(32, cols, 128, false, 5);
+  const std::vector<WeightView> two = {view(a, 64, cols), view(b, 32, cols)};
+  EXPECT_EQ(w4a16_from_ggml(two)->group_size, 128);
+  EXPECT_EQ(gpu_weight_bytes(two), w4a16_packed_bytes(96, cols, 128));
+
+  const std::vector<WeightView> none;
+  EXPECT_EQ(w4a16_from_ggml(none).error().code(), ErrorCode::kInvalidArgument);
+  const std::vector<WeightView> mismatched = {view(a, 64, cols), view(b, 32, cols - 32)};
+  EXPECT_EQ(w4a16_from_ggml(mismatched).error().code(), ErrorCode::kInvalidArgument);
+  const std::vector<float> f(static_cast<size_t>(cols), 1.0f);
+  const std::vector<WeightView> mixed = {view(a, 64, cols),
+                                         WeightView{DType::kF32, 1, cols, f.data()}};
+  EXPECT_EQ(w4a16_from_ggml(mixed).error().code(), ErrorCode::kInvalidArgument);
+  // fp16 parts stack by rows too.
+  const std::vector<WeightView> f16 = {WeightView{DType::kF32, 1, cols, f.data()},
+                                       WeightView{DType::kF32, 1, cols, f.data()}};
+  EXPECT_EQ(gpu_weight_bytes(f16), 2u * cols * 2);
+}
+
+TEST(GpuWeights, LayersStackOnlyWhenOneMatmulComputesTheSame) {
+  const int64_t cols = 128;
+  const auto a = q4_1_matrix(32, cols, 64, false, 1);
+  const auto b = q4_1_matrix(8, cols, 64, false, 2);
+  const std::vector<float> f(static_cast<size_t>(8 * cols), 0.5f);
+  std::vector<int32_t> perm(static_cast<size_t>(cols)), same_perm, other_perm;
+  for (int32_t i = 0; i < cols; ++i) perm[static_cast<size_t>(i)] = (i * 5 + 3) % cols;
+  same_perm = perm;  // equal contents at another address: the loader may not share them
+  other_perm = perm;
+  std::swap(other_perm[0], other_perm[1]);
+  const std::vector<float> bias(32, 0.25f), bias8(8, 0.5f);
+
+  const LinearLayer q{view(a, 32, cols), nullptr, nullptr};
+  const LinearLayer k{view(b, 8, cols), nullptr, nullptr};
+  const LinearLayer k_f32{WeightView{DType::kF32, 8, cols, f.data()}, nullptr, nullptr};
+  const LinearLayer q_perm{view(a, 32, cols), nullptr, perm.data()};
+  const LinearLayer k_same{view(b, 8, cols), nullptr, same_perm.data()};
+  const LinearLayer k_other{view(b, 8, cols), nullptr, other_perm.data()};
+  const LinearLayer q_bias{view(a, 32, cols), bias.data(), nullptr};
+  const LinearLayer k_bias{view(b, 8, cols), bias8.data(), nullptr};
+  using Parts = std::vector<const LinearLayer*>;
+  auto groups = [](const Parts& p) { return gpu_matmul_groups(p).size(); };
+  EXPECT_EQ(groups({&q, &k, &k}), 1u);
+  EXPECT_EQ(gpu_matmul_groups(Parts{&q, &k, &k}).front(), (Parts{&q, &k, &k}));  // in order
+  EXPECT_EQ(groups({&q_perm, &k_same}), 1u);
+  EXPECT_EQ(groups({&q_bias, &k_bias}), 1u);
+  EXPECT_EQ(groups({&q, &k_f32}), 2u);         // W4A16 next to fp16
+  EXPECT_EQ(groups({&q_perm, &k_other}), 2u);  // different act-order permutations
+  EXPECT_EQ(groups({&q_perm, &k}), 2u);        // one permuted, one not
+  EXPECT_EQ(groups({&q_bias, &k}), 2u);        // a bias on one only
+  EXPECT_EQ(groups({&q}), 1u);
+  EXPECT_FALSE(gpu_can_stack(Parts{}));
+}
+
 // The GPTQ and AWQ variants were quantized with groups of 64; the loader repacks them into Q4_1
 // blocks, and the GPU layout must find the 64 again (half the scale bytes of one per block).
 TEST(GpuWeights, RealVariantsRecoverTheirGroupSize) {
@@ -133,6 +221,10 @@ TEST(GpuWeights, RealVariantsRecoverTheirGroupSize) {
         auto packed = w4a16_from_ggml(lin->weight);
         ASSERT_TRUE(packed.ok()) << dir << ": " << packed.error().to_string();
       }
+      // q/k/v and gate/up run as one matmul each (GPTQ's act-order permutations are shared).
+      EXPECT_TRUE(gpu_can_stack(std::vector<const LinearLayer*>{&layer.q, &layer.k, &layer.v}))
+          << dir;
+      EXPECT_TRUE(gpu_can_stack(std::vector<const LinearLayer*>{&layer.gate, &layer.up})) << dir;
     }
   }
 }
@@ -169,6 +261,33 @@ TEST(SyntheticModel, Q4_1MatricesCarryTheRequestedGroupSize) {
             ErrorCode::kInvalidArgument);
   EXPECT_EQ(LlamaModel::synthetic(tiny_config(), DType::kQ8_0, 32, 1).error().code(),
             ErrorCode::kInvalidArgument);
+  EXPECT_EQ(LlamaModel::synthetic(tiny_config(), DType::kQ4_1, 32, 1, DType::kQ8_0).error().code(),
+            ErrorCode::kInvalidArgument);
+}
+
+TEST(SyntheticModel, MixedPrecisionKeepsVAndUpApart) {
+  auto m = LlamaModel::synthetic(tiny_config(), DType::kQ4_1, 64, 1, DType::kF16);
+  ASSERT_TRUE(m.ok()) << m.error().to_string();
+  for (const LlamaLayer& l : m->layers()) {
+    EXPECT_EQ(l.q.weight.type, DType::kQ4_1);
+    EXPECT_EQ(l.v.weight.type, DType::kF16);
+    EXPECT_EQ(l.gate.weight.type, DType::kQ4_1);
+    EXPECT_EQ(l.up.weight.type, DType::kF16);
+    EXPECT_EQ(gpu_matmul_groups(std::vector<const LinearLayer*>{&l.q, &l.k, &l.v}).size(), 3u);
+    EXPECT_EQ(gpu_matmul_groups(std::vector<const LinearLayer*>{&l.gate, &l.up}).size(), 2u);
+  }
+  // The CPU path (the GPU tests' reference) runs it.
+  KvCache cache(m->config(), 16);
+  ThreadPool pool(2);
+  ForwardScratch scratch;
+  std::vector<float> logits(512);
+  const std::vector<int32_t> tokens = {1, 200, 3};
+  ASSERT_TRUE(m->forward(tokens, cache, scratch, pool, LogitsMode::kLast, logits).ok());
+  for (float v : logits) ASSERT_TRUE(std::isfinite(v));
+  auto uniform = LlamaModel::synthetic(tiny_config(), DType::kQ4_1, 64, 1);
+  ASSERT_TRUE(uniform.ok());
+  const LlamaLayer& l = uniform->layers()[0];
+  EXPECT_EQ(gpu_matmul_groups(std::vector<const LinearLayer*>{&l.q, &l.k, &l.v}).size(), 1u);
 }
 
 TEST(SyntheticModel, ForwardStaysFiniteAndSeedsAreReproducible) {

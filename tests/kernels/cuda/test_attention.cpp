@@ -103,12 +103,32 @@ struct GpuResult {
 };
 
 enum class Path { kNoWorkspace, kWorkspace };
+// Dense q, k and v arrays, or one array of rows q | k | v as a fused q/k/v matmul writes them
+// (the kernels then read q, k and v in place with a row stride of q_dim + 2 kv_dim).
+enum class Rows { kDense, kFused };
 
 // write_kv_cache then paged_attention on the device, outputs (and workspace) NaN-poisoned first.
-GpuResult run_gpu(const Problem& p, Path path) {
+GpuResult run_gpu(const Problem& p, Path path, Rows rows = Rows::kDense) {
   const PagedBatch& pb = p.paged;
   DeviceArray<uint16_t> kc(pb.k_cache), vc(pb.v_cache);
-  DeviceArray<uint16_t> kr(p.k_rows), vr(p.v_rows), q(p.q);
+  const int64_t q_dim = static_cast<int64_t>(p.shape.n_heads) * p.shape.head_dim;
+  const int64_t kv_dim = pb.kv_dim;
+  const int64_t width = q_dim + 2 * kv_dim;
+  std::vector<uint16_t> fused;
+  if (rows == Rows::kFused) {
+    for (int64_t r = 0; r < pb.num_rows(); ++r) {
+      fused.insert(fused.end(), p.q.begin() + r * q_dim, p.q.begin() + (r + 1) * q_dim);
+      fused.insert(fused.end(), p.k_rows.begin() + r * kv_dim, p.k_rows.begin() + (r + 1) * kv_dim);
+      fused.insert(fused.end(), p.v_rows.begin() + r * kv_dim, p.v_rows.begin() + (r + 1) * kv_dim);
+    }
+  }
+  DeviceArray<uint16_t> kr(p.k_rows), vr(p.v_rows), q(p.q), qkv(fused);
+  const bool is_fused = rows == Rows::kFused;
+  const __half* q_in = is_fused ? qkv.half() : q.half();
+  const __half* k_in = is_fused ? qkv.half() + q_dim : kr.half();
+  const __half* v_in = is_fused ? qkv.half() + q_dim + kv_dim : vr.half();
+  const int64_t q_stride = is_fused ? width : q_dim;
+  const int64_t kv_stride = is_fused ? width : kv_dim;
   DeviceArray<int32_t> qs(pb.query_start), cs(pb.context_start);
   DeviceArray<int32_t> tb(pb.tables), rs(pb.row_seq), rp(pb.row_pos);
   DeviceArray<uint16_t> out(p.q.size());
@@ -118,18 +138,18 @@ GpuResult run_gpu(const Problem& p, Path path) {
   const AttentionBatch batch{pb.num_seqs(),    pb.num_rows(), qs.get(), cs.get(),
                              tb.get(),         pb.max_blocks, rs.get(), rp.get(),
                              p.max_query_rows, p.max_context};
-  Status st = write_kv_cache(kr.half(), vr.half(), kv, batch, p.shape, nullptr);
+  Status st = write_kv_cache(k_in, v_in, kv_stride, kv, batch, p.shape, nullptr);
   EXPECT_TRUE(st.ok()) << st.error().to_string();
   if (path == Path::kWorkspace) {
     const size_t bytes = paged_attention_workspace_bytes(batch, p.shape);
     DeviceArray<uint8_t> ws(bytes);
     ws.poison();
     // Nothing to split on this GPU: no workspace pointer at all, as the engine would pass.
-    st = paged_attention(q.half(), out.half(), kv, batch, p.shape, bytes > 0 ? ws.get() : nullptr,
-                         bytes, nullptr);
+    st = paged_attention(q_in, q_stride, out.half(), kv, batch, p.shape,
+                         bytes > 0 ? ws.get() : nullptr, bytes, nullptr);
     CUDA_CHECK(cudaDeviceSynchronize());  // before ws is freed
   } else {
-    st = paged_attention(q.half(), out.half(), kv, batch, p.shape, nullptr);
+    st = paged_attention(q_in, q_stride, out.half(), kv, batch, p.shape, nullptr);
   }
   EXPECT_TRUE(st.ok()) << st.error().to_string();
   return {out.host(), kc.host(), vc.host()};
@@ -185,6 +205,8 @@ void check_both_paths(const Problem& p, const std::string& what) {
   const HostResult ref = run_ref(p);
   expect_close(p, run_gpu(p, Path::kNoWorkspace), ref, what + " (no workspace)");
   expect_close(p, run_gpu(p, Path::kWorkspace), ref, what + " (split workspace)");
+  expect_close(p, run_gpu(p, Path::kWorkspace, Rows::kFused), ref,
+               what + " (split workspace, q/k/v read from fused rows)");
 }
 
 const HeadShape kMainShapes[] = {{9, 3, 64}, {32, 8, 128}, {32, 32, 128}};
@@ -342,7 +364,7 @@ class AttentionArgs : public ::testing::Test {
     shape_ = {9, 3, 64, 0.125f};
   }
   Status attend(const AttentionBatch& b, const AttentionShape& s, const PagedKv& kv) {
-    return paged_attention(static_cast<const __half*>(c_), static_cast<__half*>(c_), kv, b, s,
+    return paged_attention(static_cast<const __half*>(c_), 576, static_cast<__half*>(c_), kv, b, s,
                            nullptr);
   }
   DeviceBuffer buf_a_, buf_b_, buf_c_;
@@ -357,7 +379,7 @@ TEST_F(AttentionArgs, InvalidShapesAreRejected) {
   AttentionShape s = shape_;
   s.head_dim = 96;
   EXPECT_EQ(attend(batch_, s, kv_).error().code(), ErrorCode::kUnsupported);
-  EXPECT_EQ(write_kv_cache(static_cast<const __half*>(c_), static_cast<const __half*>(c_), kv_,
+  EXPECT_EQ(write_kv_cache(static_cast<const __half*>(c_), static_cast<const __half*>(c_), 192, kv_,
                            batch_, s, nullptr)
                 .error()
                 .code(),
@@ -402,10 +424,24 @@ TEST_F(AttentionArgs, InvalidLayoutsAndBatchesAreRejected) {
   EXPECT_EQ(attend(b, shape_, kv_).error().code(), ErrorCode::kInvalidArgument);
   b = batch_;
   b.row_pos = nullptr;
-  EXPECT_EQ(write_kv_cache(static_cast<const __half*>(c_), static_cast<const __half*>(c_), kv_, b,
-                           shape_, nullptr)
+  EXPECT_EQ(write_kv_cache(static_cast<const __half*>(c_), static_cast<const __half*>(c_), 192, kv_,
+                           b, shape_, nullptr)
                 .error()
                 .code(),
+            ErrorCode::kInvalidArgument);
+  // Row strides shorter than a row, or breaking 16-byte rows.
+  const auto* rows = static_cast<const __half*>(c_);
+  EXPECT_EQ(paged_attention(rows, 568, static_cast<__half*>(c_), kv_, batch_, shape_, nullptr)
+                .error()
+                .code(),
+            ErrorCode::kInvalidArgument);
+  EXPECT_EQ(paged_attention(rows, 580, static_cast<__half*>(c_), kv_, batch_, shape_, nullptr)
+                .error()
+                .code(),
+            ErrorCode::kInvalidArgument);
+  EXPECT_EQ(write_kv_cache(rows, rows, 184, kv_, batch_, shape_, nullptr).error().code(),
+            ErrorCode::kInvalidArgument);
+  EXPECT_EQ(write_kv_cache(rows, rows, 196, kv_, batch_, shape_, nullptr).error().code(),
             ErrorCode::kInvalidArgument);
   // An empty batch is a no-op, not an error.
   b = batch_;
@@ -420,8 +456,8 @@ TEST_F(AttentionArgs, WorkspaceTooSmallIsRejected) {
   b.host_max_context = 4096;
   const size_t need = paged_attention_workspace_bytes(b, shape_);
   ASSERT_GT(need, 0u);
-  const Status st = paged_attention(static_cast<const __half*>(c_), static_cast<__half*>(c_), kv_,
-                                    b, shape_, a_, need - 1, nullptr);
+  const Status st = paged_attention(static_cast<const __half*>(c_), 576, static_cast<__half*>(c_),
+                                    kv_, b, shape_, a_, need - 1, nullptr);
   EXPECT_EQ(st.error().code(), ErrorCode::kInvalidArgument);
 }
 

@@ -110,21 +110,26 @@ TEST(CudaOpsValidation, BadSizesAreInvalidArgument) {
   expect_invalid(add_residual(f, h, 1, 0, nullptr), "add_residual n 0");
   expect_invalid(add_bias(h, f, 1, 0, nullptr), "add_bias n 0");
   expect_invalid(add_bias(h, nullptr, 1, 8, nullptr), "add_bias null bias");
-  expect_invalid(rope(h, h, i32, 1, 9, 3, 63, 1e4f, RopeLayout::kHalves, nullptr),
+  expect_invalid(rope(h, 576, h, 192, i32, 1, 9, 3, 63, 1e4f, RopeLayout::kHalves, nullptr),
                  "rope odd head_dim");
-  expect_invalid(rope(h, h, i32, 1, 9, 3, 0, 1e4f, RopeLayout::kHalves, nullptr),
+  expect_invalid(rope(h, 576, h, 192, i32, 1, 9, 3, 0, 1e4f, RopeLayout::kHalves, nullptr),
                  "rope head_dim 0");
-  expect_invalid(rope(h, h, i32, 1, 9, 3, 2048, 1e4f, RopeLayout::kHalves, nullptr),
+  expect_invalid(rope(h, 576, h, 192, i32, 1, 9, 3, 2048, 1e4f, RopeLayout::kHalves, nullptr),
                  "rope head_dim 2048");
-  expect_invalid(rope(h, h, i32, 1, 0, 3, 64, 1e4f, RopeLayout::kHalves, nullptr),
+  expect_invalid(rope(h, 576, h, 192, i32, 1, 0, 3, 64, 1e4f, RopeLayout::kHalves, nullptr),
                  "rope n_heads 0");
-  expect_invalid(rope(h, h, i32, 1, 9, -1, 64, 1e4f, RopeLayout::kHalves, nullptr),
+  expect_invalid(rope(h, 576, h, 192, i32, 1, 9, -1, 64, 1e4f, RopeLayout::kHalves, nullptr),
                  "rope n_kv_heads < 0");
-  expect_invalid(rope(h, h, i32, 1, 9, 3, 64, 0.0f, RopeLayout::kHalves, nullptr), "rope theta 0");
-  expect_invalid(rope(h, h, i32, -1, 9, 3, 64, 1e4f, RopeLayout::kHalves, nullptr),
+  expect_invalid(rope(h, 576, h, 192, i32, 1, 9, 3, 64, 0.0f, RopeLayout::kHalves, nullptr),
+                 "rope theta 0");
+  expect_invalid(rope(h, 576, h, 192, i32, -1, 9, 3, 64, 1e4f, RopeLayout::kHalves, nullptr),
                  "rope rows < 0");
-  expect_invalid(rope(h, h, nullptr, 1, 9, 3, 64, 1e4f, RopeLayout::kHalves, nullptr),
+  expect_invalid(rope(h, 576, h, 192, nullptr, 1, 9, 3, 64, 1e4f, RopeLayout::kHalves, nullptr),
                  "rope null pos");
+  expect_invalid(rope(h, 575, h, 192, i32, 1, 9, 3, 64, 1e4f, RopeLayout::kHalves, nullptr),
+                 "rope q_stride < n_heads * head_dim");
+  expect_invalid(rope(h, 576, h, 191, i32, 1, 9, 3, 64, 1e4f, RopeLayout::kHalves, nullptr),
+                 "rope k_stride < n_kv_heads * head_dim");
   expect_invalid(swiglu(h, 8, h, 8, 1, 0, h, nullptr), "swiglu n 0");
   expect_invalid(swiglu(h, 7, h, 8, 2, 8, h, nullptr), "swiglu gate_stride < n");
   expect_invalid(swiglu(h, 16, h, 4, 2, 8, h, nullptr), "swiglu up_stride < n");
@@ -144,8 +149,9 @@ TEST(CudaOpsValidation, ZeroRowsIsANoOp) {
   EXPECT_TRUE(add_rms_norm(nullptr, nullptr, nullptr, 0, 576, 1e-5f, nullptr, nullptr).ok());
   EXPECT_TRUE(add_residual(nullptr, nullptr, 0, 576, nullptr).ok());
   EXPECT_TRUE(add_bias(nullptr, nullptr, 0, 576, nullptr).ok());
-  EXPECT_TRUE(
-      rope(nullptr, nullptr, nullptr, 0, 9, 3, 64, 1e4f, RopeLayout::kAdjacentPairs, nullptr).ok());
+  EXPECT_TRUE(rope(nullptr, 576, nullptr, 192, nullptr, 0, 9, 3, 64, 1e4f,
+                   RopeLayout::kAdjacentPairs, nullptr)
+                  .ok());
   EXPECT_TRUE(swiglu(nullptr, 1536, nullptr, 1536, 0, 1536, nullptr, nullptr).ok());
   EXPECT_TRUE(gather_columns(nullptr, nullptr, 0, 576, nullptr, nullptr).ok());
   EXPECT_TRUE(argmax_rows(nullptr, 0, 49152, nullptr, nullptr).ok());
@@ -307,6 +313,8 @@ TEST(CudaOps, AddBiasIsExact) {
 
 // ---- rope ---------------------------------------------------------------------------------------
 
+// Dense q and k arrays, and q and k as views into rows of one fused q | k | v matmul output
+// (stride q_dim + 2 kv_dim), where the v part of every row must come back bit for bit.
 TEST(CudaOps, RopeMatchesCpuBothLayouts) {
   SKIP_WITHOUT_GPU();
   // 100000 is where an fp32 angle (pos·freq rounded to float) would be off by ~8e-3 rad: the
@@ -321,39 +329,49 @@ TEST(CudaOps, RopeMatchesCpuBothLayouts) {
         const RopeStyle style =
             layout == RopeLayout::kHalves ? RopeStyle::kHalves : RopeStyle::kAdjacentPairs;
         for (const int64_t rows : kRows) {
-          const int64_t q_row = int64_t{sh.n_heads} * sh.head_dim;
-          const int64_t k_row = int64_t{sh.n_kv_heads} * sh.head_dim;
-          const auto q = to_half(uniform(static_cast<size_t>(rows * q_row),
-                                         static_cast<uint32_t>(rows + q_row), -1.0f, 1.0f));
-          const auto k = to_half(uniform(static_cast<size_t>(rows * k_row),
-                                         static_cast<uint32_t>(rows * 5 + k_row), -1.0f, 1.0f));
-          std::vector<int32_t> pos(static_cast<size_t>(rows));
-          for (int64_t r = 0; r < rows; ++r) pos[r] = kPositions[r % 5];
-          DeviceArray<uint16_t> d_q(q), d_k(k);
-          DeviceArray<int32_t> d_pos(pos);
-          ASSERT_TRUE(rope(d_q.half(), d_k.half(), d_pos.get(), rows, sh.n_heads, sh.n_kv_heads,
-                           sh.head_dim, theta, layout, nullptr)
-                          .ok());
-          const auto got_q = to_float(d_q.host());
-          const auto got_k = to_float(d_k.host());
-          const auto ref_q_all = to_float(q);
-          const auto ref_k_all = to_float(k);
-          for (int64_t r = 0; r < rows; ++r) {
-            std::vector<float> rq(ref_q_all.begin() + r * q_row,
-                                  ref_q_all.begin() + (r + 1) * q_row);
-            std::vector<float> rk(ref_k_all.begin() + r * k_row,
-                                  ref_k_all.begin() + (r + 1) * k_row);
-            qgate::rope(rq.data(), sh.n_heads, sh.head_dim, pos[r], theta, style);
-            qgate::rope(rk.data(), sh.n_kv_heads, sh.head_dim, pos[r], theta, style);
-            const auto where = ::testing::Message()
-                               << "head_dim=" << sh.head_dim << " heads=" << sh.n_heads << "/"
-                               << sh.n_kv_heads << " theta=" << theta
-                               << " halves=" << (layout == RopeLayout::kHalves) << " rows=" << rows
-                               << " row " << r << " pos=" << pos[r];
-            ASSERT_TRUE(close_to(got_q, static_cast<size_t>(r * q_row), rq, 6e-4, 1e-5))
-                << "q " << where;
-            ASSERT_TRUE(close_to(got_k, static_cast<size_t>(r * k_row), rk, 6e-4, 1e-5))
-                << "k " << where;
+          for (const bool fused : {false, true}) {
+            const int64_t q_row = int64_t{sh.n_heads} * sh.head_dim;
+            const int64_t k_row = int64_t{sh.n_kv_heads} * sh.head_dim;
+            const int64_t width = q_row + 2 * k_row;
+            const int64_t q_stride = fused ? width : q_row;
+            const int64_t k_stride = fused ? width : k_row;
+            // Dense: all q rows, then all k rows. Fused: rows of q | k | v.
+            const int64_t q_at = 0;
+            const int64_t k_at = fused ? q_row : rows * q_row;
+            const auto all =
+                to_half(uniform(static_cast<size_t>(fused ? rows * width : rows * (q_row + k_row)),
+                                static_cast<uint32_t>(rows + q_row + fused), -1.0f, 1.0f));
+            std::vector<int32_t> pos(static_cast<size_t>(rows));
+            for (int64_t r = 0; r < rows; ++r) pos[r] = kPositions[r % 5];
+            DeviceArray<uint16_t> d_all(all);
+            DeviceArray<int32_t> d_pos(pos);
+            ASSERT_TRUE(rope(d_all.half() + q_at, q_stride, d_all.half() + k_at, k_stride,
+                             d_pos.get(), rows, sh.n_heads, sh.n_kv_heads, sh.head_dim, theta,
+                             layout, nullptr)
+                            .ok());
+            const std::vector<uint16_t> got_bits = d_all.host();
+            const auto got = to_float(got_bits);
+            const auto ref = to_float(all);
+            for (int64_t r = 0; r < rows; ++r) {
+              const int64_t qr = q_at + r * q_stride;
+              const int64_t kr = k_at + r * k_stride;
+              std::vector<float> rq(ref.begin() + qr, ref.begin() + qr + q_row);
+              std::vector<float> rk(ref.begin() + kr, ref.begin() + kr + k_row);
+              qgate::rope(rq.data(), sh.n_heads, sh.head_dim, pos[r], theta, style);
+              qgate::rope(rk.data(), sh.n_kv_heads, sh.head_dim, pos[r], theta, style);
+              const auto where =
+                  ::testing::Message()
+                  << "head_dim=" << sh.head_dim << " heads=" << sh.n_heads << "/" << sh.n_kv_heads
+                  << " theta=" << theta << " halves=" << (layout == RopeLayout::kHalves)
+                  << " rows=" << rows << " fused=" << fused << " row " << r << " pos=" << pos[r];
+              ASSERT_TRUE(close_to(got, static_cast<size_t>(qr), rq, 6e-4, 1e-5)) << "q " << where;
+              ASSERT_TRUE(close_to(got, static_cast<size_t>(kr), rk, 6e-4, 1e-5)) << "k " << where;
+              if (fused) {
+                const auto v0 = all.begin() + r * width + q_row + k_row;
+                ASSERT_TRUE(std::equal(v0, v0 + k_row, got_bits.begin() + (v0 - all.begin())))
+                    << "the v part was touched, " << where;
+              }
+            }
           }
         }
       }
