@@ -6,7 +6,7 @@
 //
 // One step: the batch's metadata (tokens, positions, block tables) goes to the device in one copy
 // from pinned memory; the residual stream stays fp32 on the device; each layer is norm -> q/k/v
-// -> rope -> KV write -> paged attention -> o -> add+norm -> gate/up -> SwiGLU -> down, the
+// -> rope + KV write -> paged attention -> o -> add+norm -> gate/up -> SwiGLU -> down, the
 // residual add fused into the next norm, q/k/v and gate/up each one matmul over stacked weights
 // where their formats allow (engine/gpu_weights.h; rope, the KV write and attention read q, k
 // and v in place from its rows, SwiGLU gate and up); the LM head runs on the rows that want logits
@@ -15,7 +15,7 @@
 // sampler).
 //
 // Decode steps (every chunk one token) replay a CUDA graph captured per batch size: a step is
-// ~11 launches per layer, which at batch 1 would cost more in launch gaps than the kernels take.
+// ~10 launches per layer, which at batch 1 would cost more in launch gaps than the kernels take.
 // Everything a graph touches lives at fixed device addresses and the kernels' grids are sized
 // from fixed upper bounds (max_context_tokens), so a replay only needs the new metadata copied
 // into the same buffer first.
@@ -417,14 +417,12 @@ Status CudaForward::run_step(int64_t rows, int64_t seqs, std::span<const int64_t
       QGATE_TRY_STATUS(linear(l.qkv[1], xb, rows, k));
       QGATE_TRY_STATUS(linear(l.qkv[2], xb, rows, v));
     }
-    QGATE_TRY_STATUS(cuda::rope(q, q_stride, k, kv_stride, batch.row_pos, rows, shape.n_heads,
-                                shape.n_kv_heads, shape.head_dim, c.rope_theta, rope_layout,
-                                stream_));
     const cuda::PagedKv kv{k_cache_.as<__half>() + static_cast<int64_t>(li) * layer_elems,
                            v_cache_.as<__half>() + static_cast<int64_t>(li) * layer_elems,
                            limits_.block_tokens * c.kv_dim(),
                            static_cast<int32_t>(limits_.block_tokens)};
-    QGATE_TRY_STATUS(cuda::write_kv_cache(k, v, kv_stride, kv, batch, shape, stream_));
+    QGATE_TRY_STATUS(cuda::rope_write_kv_cache(q, q_stride, k, v, kv_stride, kv, batch, shape,
+                                               c.rope_theta, rope_layout, stream_));
     QGATE_TRY_STATUS(cuda::paged_attention(q, q_stride, a_.att.as<__half>(), kv, batch, shape,
                                            a_.attention.get(), a_.attention.bytes(), stream_));
     QGATE_TRY_STATUS(linear(l.o, a_.att.as<const __half>(), rows, out));

@@ -1,16 +1,16 @@
 // Paged attention entry points: argument validation, the KV-cache write, and the dispatch of
 // decode and prefill kernels (attention_decode.cu, attention_prefill.cu; the plan is described in
 // attention_internal.cuh). Host references: kernels/cpu/attention_ref.h.
-#include "kernels/cuda/attention.h"
-
 #include <cuda_runtime.h>
 
 #include <cmath>
 #include <cstdint>
 #include <string>
 
+#include "kernels/cuda/attention.h"
 #include "kernels/cuda/attention_internal.cuh"
 #include "kernels/cuda/device_memory.h"
+#include "kernels/cuda/rope_internal.cuh"
 
 namespace qgate::cuda {
 namespace {
@@ -44,6 +44,61 @@ __global__ void __launch_bounds__(256)
   const uint4 vx = __ldg(reinterpret_cast<const uint4*>(v + src));
   *reinterpret_cast<uint4*>(k_cache + dst) = kx;
   *reinterpret_cast<uint4*>(v_cache + dst) = vx;
+}
+
+// rope_kernel (ops.cu) and write_kv_cache_kernel in one: a block per row builds the row's cos/sin
+// table, rotates every q and k pair in place with the same helper as rope_kernel, stores each
+// rotated k pair in its cache slot too, then copies the v row in 16-byte chunks. A row whose cache
+// slot the device-side checks refuse is rotated but not written, as in the two separate kernels.
+template <bool kHalves>
+__global__ void __launch_bounds__(256)
+    rope_write_kv_cache_kernel(__half* __restrict__ q, int64_t q_stride, __half* __restrict__ k,
+                               const __half* __restrict__ v, int64_t kv_stride,
+                               __half* __restrict__ k_cache, __half* __restrict__ v_cache,
+                               int64_t block_stride, int32_t block_tokens, const int32_t* row_seq,
+                               const int32_t* row_pos, const int32_t* block_tables,
+                               int32_t max_blocks, int32_t num_seqs, int n_heads, int n_kv_heads,
+                               int head_dim, float theta) {
+  __shared__ float cos_t[rope_detail::kMaxHalf];
+  __shared__ float sin_t[rope_detail::kMaxHalf];
+  const int32_t row = static_cast<int32_t>(blockIdx.x);
+  const int32_t seq = row_seq[row];
+  const int32_t pos = row_pos[row];
+  const int half = head_dim / 2;
+  const int32_t kv_dim = n_kv_heads * head_dim;
+  rope_detail::build_table(pos, head_dim, theta, cos_t, sin_t);
+  int64_t slot = -1;
+  if (seq >= 0 && seq < num_seqs && pos >= 0 && pos / block_tokens < max_blocks) {
+    const int32_t* table = block_tables + static_cast<int64_t>(seq) * max_blocks;
+    if (table[pos / block_tokens] >= 0) {
+      slot = ad::kv_offset(table, pos, block_tokens, block_stride, kv_dim);
+    }
+  }
+  __syncthreads();
+  const int q_pairs = n_heads * half;
+  const int pairs = (n_heads + n_kv_heads) * half;
+  __half* qr = q + static_cast<int64_t>(row) * q_stride;
+  __half* kr = k + static_cast<int64_t>(row) * kv_stride;
+  for (int p = threadIdx.x; p < pairs; p += blockDim.x) {
+    const bool is_q = p < q_pairs;
+    const int pp = is_q ? p : p - q_pairs;
+    const int h = pp / half;
+    const int i = pp - h * half;
+    const int ia = h * head_dim + rope_detail::pair_a<kHalves>(i);
+    const int ib = h * head_dim + rope_detail::pair_b<kHalves>(i, half);
+    __half* x = is_q ? qr : kr;
+    rope_detail::rotate(x[ia], x[ib], cos_t[i], sin_t[i]);
+    if (!is_q && slot >= 0) {
+      k_cache[slot + ia] = x[ia];
+      k_cache[slot + ib] = x[ib];
+    }
+  }
+  if (slot < 0) return;
+  const __half* vr = v + static_cast<int64_t>(row) * kv_stride;
+  for (int c = threadIdx.x; c < kv_dim / 8; c += blockDim.x) {
+    *reinterpret_cast<uint4*>(v_cache + slot + c * 8) =
+        __ldg(reinterpret_cast<const uint4*>(vr + c * 8));
+  }
 }
 
 Error invalid(const std::string& what) {
@@ -143,6 +198,45 @@ Status write_kv_cache(const __half* k, const __half* v, int64_t kv_stride, const
       k, v, kv_stride, kv.k, kv.v, kv.block_stride, kv.block_tokens, batch.row_seq, batch.row_pos,
       batch.block_tables, batch.max_blocks, batch.num_seqs, batch.num_rows, kv_dim);
   return launch_status("write_kv_cache kernel");
+}
+
+Status rope_write_kv_cache(__half* q, int64_t q_stride, __half* k, const __half* v,
+                           int64_t kv_stride, const PagedKv& kv, const AttentionBatch& batch,
+                           const AttentionShape& shape, float theta, RopeLayout layout,
+                           cudaStream_t stream) {
+  QGATE_TRY_STATUS(validate_shape(shape));
+  QGATE_TRY_STATUS(validate_kv(kv, shape));
+  if (!(theta > 0.0f) || theta == INFINITY) return invalid("theta must be finite and > 0");
+  if (layout != RopeLayout::kAdjacentPairs && layout != RopeLayout::kHalves) {
+    return invalid("unknown rope layout");
+  }
+  if (batch.num_rows == 0) return Status::Ok();
+  QGATE_TRY_STATUS(validate_batch_common(batch));
+  if (batch.row_seq == nullptr || batch.row_pos == nullptr) return invalid("null row_seq/row_pos");
+  if (q == nullptr || k == nullptr || v == nullptr) return invalid("null q/k/v rows");
+  if (!aligned16(v)) return invalid("v rows must be 16-byte aligned");
+  const int32_t kv_dim = shape.n_kv_heads * shape.head_dim;
+  QGATE_TRY_STATUS(validate_row_stride("q_stride", q_stride,
+                                       static_cast<int64_t>(shape.n_heads) * shape.head_dim));
+  QGATE_TRY_STATUS(validate_row_stride("kv_stride", kv_stride, kv_dim));
+  if (static_cast<int64_t>(shape.n_heads + shape.n_kv_heads) * (shape.head_dim / 2) > INT32_MAX) {
+    return invalid("too many heads for one launch");
+  }
+  const int pairs = (shape.n_heads + shape.n_kv_heads) * (shape.head_dim / 2);
+  const int threads = pairs >= 256 ? 256 : ((pairs + 31) / 32) * 32;
+  const auto blocks = static_cast<unsigned>(batch.num_rows);
+  if (layout == RopeLayout::kHalves) {
+    rope_write_kv_cache_kernel<true><<<blocks, threads, 0, stream>>>(
+        q, q_stride, k, v, kv_stride, kv.k, kv.v, kv.block_stride, kv.block_tokens, batch.row_seq,
+        batch.row_pos, batch.block_tables, batch.max_blocks, batch.num_seqs, shape.n_heads,
+        shape.n_kv_heads, shape.head_dim, theta);
+  } else {
+    rope_write_kv_cache_kernel<false><<<blocks, threads, 0, stream>>>(
+        q, q_stride, k, v, kv_stride, kv.k, kv.v, kv.block_stride, kv.block_tokens, batch.row_seq,
+        batch.row_pos, batch.block_tables, batch.max_blocks, batch.num_seqs, shape.n_heads,
+        shape.n_kv_heads, shape.head_dim, theta);
+  }
+  return launch_status("rope_write_kv_cache kernel");
 }
 
 size_t paged_attention_workspace_bytes(const AttentionBatch& batch, const AttentionShape& shape) {

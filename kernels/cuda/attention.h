@@ -21,6 +21,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "kernels/cuda/ops.h"
 #include "kernels/status.h"
 
 namespace qgate::cuda {
@@ -51,6 +52,15 @@ struct AttentionShape {
   int32_t head_dim = 0;  // 64 or 128 (the kernels are specialized)
   float scale = 0;       // usually 1/sqrt(head_dim)
 };
+
+// rope() on this step's q and k rows (kernels/cuda/ops.h) followed by write_kv_cache(), in one
+// launch: q and k rotated in place, the rotated k and the v rows written to the cache, every bit
+// as the two separate calls leave it (the tests check exactly that). theta and layout as for
+// rope(); q_stride and kv_stride as below.
+Status rope_write_kv_cache(__half* q, int64_t q_stride, __half* k, const __half* v,
+                           int64_t kv_stride, const PagedKv& kv, const AttentionBatch& batch,
+                           const AttentionShape& shape, float theta, RopeLayout layout,
+                           cudaStream_t stream);
 
 // Writes k and v rows (kv_dim elements each, consecutive rows `kv_stride` elements apart) into
 // the cache at each row's position. kv_stride is kv_dim for dense [num_rows][kv_dim] arrays and

@@ -7,7 +7,8 @@
 //   so x is read from memory once; a warp owns a row for small hidden sizes (no block barrier,
 //   4 rows per block), a block owns it for large ones. 16-byte accesses when aligned (see
 //   ops_internal.cuh). Accumulators are fp32; fp16 appears only in storage.
-// - rope builds each row's cos/sin table once in shared memory, in double like the CPU.
+// - rope builds each row's cos/sin table once in shared memory, in double like the CPU
+//   (rope_internal.cuh, shared with the fused rope + KV-cache write of attention.cu).
 // - argmax: one block per row, several 16-byte loads in flight per thread, packed (value, index)
 //   keys reduced with the lowest-index-on-ties rule.
 //
@@ -25,6 +26,7 @@
 #include "kernels/cuda/device_memory.h"
 #include "kernels/cuda/ops.h"
 #include "kernels/cuda/ops_internal.cuh"
+#include "kernels/cuda/rope_internal.cuh"
 
 namespace qgate::cuda {
 namespace {
@@ -33,7 +35,6 @@ using namespace ops_detail;  // NOLINT: this file's own helpers
 
 constexpr int kWarpRowsPerBlock = 4;  // rows per 128-thread block when a warp owns a row
 constexpr int kArgmaxThreads = 1024;
-constexpr int kRopeMaxHalf = 512;  // head_dim <= 1024: the per-row cos/sin table in smem
 
 // ---- rms_norm / add_rms_norm --------------------------------------------------------------------
 
@@ -195,29 +196,20 @@ Status check_norm(const char* op, const void* x, const void* weight, int64_t row
 
 // ---- rope ---------------------------------------------------------------------------------------
 
-// One block per row. The block first builds the row's cos/sin table exactly as the CPU RopeTable
-// does (frequency and angle in double, then rounded to float: at position 1e5 an fp32 angle would
-// be off by ~8e-3 rad), once per row instead of once per head, then rotates every pair of every q
-// and k head with one thread per pair. Element accesses are 2-byte: the pairs of a warp cover
-// contiguous 64-128 byte spans, so DRAM sectors are fully used, and rope moves ~10 KB per decode
-// row, too little for the instruction count to matter.
+// One block per row. The block first builds the row's cos/sin table (rope_internal.cuh), once
+// per row instead of once per head, then rotates every pair of every q and k head with one thread
+// per pair. Element accesses are 2-byte: the pairs of a warp cover contiguous 64-128 byte spans, so
+// DRAM sectors are fully used, and rope moves ~10 KB per decode row, too little for the
+// instruction count to matter.
 template <bool kHalves>
 __global__ void rope_kernel(__half* __restrict__ q, int64_t q_stride, __half* __restrict__ k,
                             int64_t k_stride, const int32_t* __restrict__ row_pos, int n_heads,
                             int n_kv_heads, int head_dim, float theta) {
-  __shared__ float cos_t[kRopeMaxHalf];
-  __shared__ float sin_t[kRopeMaxHalf];
+  __shared__ float cos_t[rope_detail::kMaxHalf];
+  __shared__ float sin_t[rope_detail::kMaxHalf];
   const int64_t row = blockIdx.x;
   const int half = head_dim / 2;
-  const double pos = static_cast<double>(row_pos[row]);
-  for (int i = threadIdx.x; i < half; i += blockDim.x) {
-    const double freq = pow(static_cast<double>(theta),
-                            -2.0 * static_cast<double>(i) / static_cast<double>(head_dim));
-    double s, c;
-    sincos(pos * freq, &s, &c);
-    cos_t[i] = static_cast<float>(c);
-    sin_t[i] = static_cast<float>(s);
-  }
+  rope_detail::build_table(row_pos[row], head_dim, theta, cos_t, sin_t);
   __syncthreads();
   const int q_pairs = n_heads * half;
   const int pairs = (n_heads + n_kv_heads) * half;
@@ -229,14 +221,8 @@ __global__ void rope_kernel(__half* __restrict__ q, int64_t q_stride, __half* __
     const int h = pp / half;
     const int i = pp - h * half;
     __half* v = (is_q ? qr : kr) + h * head_dim;
-    const int ia = kHalves ? i : 2 * i;
-    const int ib = kHalves ? i + half : 2 * i + 1;
-    const float a = __half2float(v[ia]);
-    const float b = __half2float(v[ib]);
-    const float c = cos_t[i];
-    const float s = sin_t[i];
-    v[ia] = __float2half_rn(a * c - b * s);
-    v[ib] = __float2half_rn(a * s + b * c);
+    rope_detail::rotate(v[rope_detail::pair_a<kHalves>(i)],
+                        v[rope_detail::pair_b<kHalves>(i, half)], cos_t[i], sin_t[i]);
   }
 }
 
@@ -348,9 +334,10 @@ Status rope(__half* q, int64_t q_stride, __half* k, int64_t k_stride, const int3
   if (n_kv_heads <= 0) {
     return invalid(op, "n_kv_heads must be > 0, got " + std::to_string(n_kv_heads));
   }
-  if (head_dim <= 0 || head_dim % 2 != 0 || head_dim > 2 * kRopeMaxHalf) {
-    return invalid(op, "head_dim must be even and in [2, " + std::to_string(2 * kRopeMaxHalf) +
-                           "], got " + std::to_string(head_dim));
+  if (head_dim <= 0 || head_dim % 2 != 0 || head_dim > 2 * rope_detail::kMaxHalf) {
+    return invalid(op, "head_dim must be even and in [2, " +
+                           std::to_string(2 * rope_detail::kMaxHalf) + "], got " +
+                           std::to_string(head_dim));
   }
   if (static_cast<int64_t>(n_heads + int64_t{n_kv_heads}) * head_dim > kMaxDim) {
     return invalid(op, "heads x head_dim exceeds 2^31-1");

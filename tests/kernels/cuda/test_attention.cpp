@@ -19,6 +19,7 @@
 #include <array>
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -28,6 +29,7 @@
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/device_memory.h"
+#include "kernels/cuda/ops.h"
 #include "tests/kernels/attention_test_util.h"
 #include "tests/kernels/cuda/cuda_testbed.h"
 
@@ -107,28 +109,51 @@ enum class Path { kNoWorkspace, kWorkspace };
 // (the kernels then read q, k and v in place with a row stride of q_dim + 2 kv_dim).
 enum class Rows { kDense, kFused };
 
+// The step's q, k and v rows on the device in the chosen form, with the views and strides the
+// kernels take.
+struct DeviceRows {
+  DeviceRows(const Problem& p, Rows form) {
+    const int64_t q_dim = static_cast<int64_t>(p.shape.n_heads) * p.shape.head_dim;
+    const int64_t kv_dim = p.paged.kv_dim;
+    std::vector<uint16_t> all;
+    if (form == Rows::kFused) {
+      for (int64_t r = 0; r < p.paged.num_rows(); ++r) {
+        all.insert(all.end(), p.q.begin() + r * q_dim, p.q.begin() + (r + 1) * q_dim);
+        all.insert(all.end(), p.k_rows.begin() + r * kv_dim, p.k_rows.begin() + (r + 1) * kv_dim);
+        all.insert(all.end(), p.v_rows.begin() + r * kv_dim, p.v_rows.begin() + (r + 1) * kv_dim);
+      }
+      q_stride = kv_stride = q_dim + 2 * kv_dim;
+      k_at = q_dim;
+      v_at = q_dim + kv_dim;
+    } else {
+      all = p.q;
+      all.insert(all.end(), p.k_rows.begin(), p.k_rows.end());
+      all.insert(all.end(), p.v_rows.begin(), p.v_rows.end());
+      q_stride = q_dim;
+      kv_stride = kv_dim;
+      k_at = static_cast<int64_t>(p.q.size());
+      v_at = k_at + static_cast<int64_t>(p.k_rows.size());
+    }
+    data = std::make_unique<DeviceArray<uint16_t>>(all);
+  }
+  __half* q() const { return data->half(); }
+  __half* k() const { return data->half() + k_at; }
+  __half* v() const { return data->half() + v_at; }
+
+  std::unique_ptr<DeviceArray<uint16_t>> data;
+  int64_t q_stride = 0, kv_stride = 0, k_at = 0, v_at = 0;
+};
+
 // write_kv_cache then paged_attention on the device, outputs (and workspace) NaN-poisoned first.
-GpuResult run_gpu(const Problem& p, Path path, Rows rows = Rows::kDense) {
+GpuResult run_gpu(const Problem& p, Path path, Rows form = Rows::kDense) {
   const PagedBatch& pb = p.paged;
   DeviceArray<uint16_t> kc(pb.k_cache), vc(pb.v_cache);
-  const int64_t q_dim = static_cast<int64_t>(p.shape.n_heads) * p.shape.head_dim;
-  const int64_t kv_dim = pb.kv_dim;
-  const int64_t width = q_dim + 2 * kv_dim;
-  std::vector<uint16_t> fused;
-  if (rows == Rows::kFused) {
-    for (int64_t r = 0; r < pb.num_rows(); ++r) {
-      fused.insert(fused.end(), p.q.begin() + r * q_dim, p.q.begin() + (r + 1) * q_dim);
-      fused.insert(fused.end(), p.k_rows.begin() + r * kv_dim, p.k_rows.begin() + (r + 1) * kv_dim);
-      fused.insert(fused.end(), p.v_rows.begin() + r * kv_dim, p.v_rows.begin() + (r + 1) * kv_dim);
-    }
-  }
-  DeviceArray<uint16_t> kr(p.k_rows), vr(p.v_rows), q(p.q), qkv(fused);
-  const bool is_fused = rows == Rows::kFused;
-  const __half* q_in = is_fused ? qkv.half() : q.half();
-  const __half* k_in = is_fused ? qkv.half() + q_dim : kr.half();
-  const __half* v_in = is_fused ? qkv.half() + q_dim + kv_dim : vr.half();
-  const int64_t q_stride = is_fused ? width : q_dim;
-  const int64_t kv_stride = is_fused ? width : kv_dim;
+  const DeviceRows rows(p, form);
+  const __half* q_in = rows.q();
+  const __half* k_in = rows.k();
+  const __half* v_in = rows.v();
+  const int64_t q_stride = rows.q_stride;
+  const int64_t kv_stride = rows.kv_stride;
   DeviceArray<int32_t> qs(pb.query_start), cs(pb.context_start);
   DeviceArray<int32_t> tb(pb.tables), rs(pb.row_seq), rp(pb.row_pos);
   DeviceArray<uint16_t> out(p.q.size());
@@ -338,6 +363,58 @@ TEST(CudaAttention, InOrderBlocksAndRepeatability) {
   EXPECT_TRUE(a.out == b.out) << "two runs on the same inputs differ";
 }
 
+// The fused rope + KV write against rope() then write_kv_cache(): every bit of q, k, v and both
+// caches (unused slots NaN) the same, both layouts, dense and fused rows, odd block sizes.
+TEST(CudaAttention, RopeWriteKvCacheEqualsRopeThenWriteKvCache) {
+  SKIP_WITHOUT_GPU();
+  uint32_t seed = 700;
+  for (const HeadShape& sh : kMainShapes) {
+    for (const RopeLayout layout : {RopeLayout::kHalves, RopeLayout::kAdjacentPairs}) {
+      for (const Rows form : {Rows::kDense, Rows::kFused}) {
+        for (const int32_t bt : {16, 7}) {
+          Options opt;
+          opt.block_tokens = bt;
+          const auto p =
+              make_problem(sh.n_heads, sh.n_kv_heads, sh.head_dim,
+                           {{1, 40}, {20, 10}, {1, 700}, {3, 0}, {118, 2000}}, opt, seed++);
+          const PagedBatch& pb = p.paged;
+          DeviceArray<int32_t> qs(pb.query_start), cs(pb.context_start);
+          DeviceArray<int32_t> tb(pb.tables), rs(pb.row_seq), rp(pb.row_pos);
+          const AttentionBatch batch{pb.num_seqs(),    pb.num_rows(), qs.get(), cs.get(),
+                                     tb.get(),         pb.max_blocks, rs.get(), rp.get(),
+                                     p.max_query_rows, p.max_context};
+          const float theta = 100000.0f;
+          // Two steps apart.
+          DeviceArray<uint16_t> kc_a(pb.k_cache), vc_a(pb.v_cache);
+          const DeviceRows a(p, form);
+          const PagedKv kv_a{kc_a.half(), vc_a.half(), pb.block_stride, pb.block_tokens};
+          Status st =
+              rope(a.q(), a.q_stride, a.k(), a.kv_stride, rp.get(), pb.num_rows(), p.shape.n_heads,
+                   p.shape.n_kv_heads, p.shape.head_dim, theta, layout, nullptr);
+          ASSERT_TRUE(st.ok()) << st.error().to_string();
+          st = write_kv_cache(a.k(), a.v(), a.kv_stride, kv_a, batch, p.shape, nullptr);
+          ASSERT_TRUE(st.ok()) << st.error().to_string();
+          // One fused launch.
+          DeviceArray<uint16_t> kc_b(pb.k_cache), vc_b(pb.v_cache);
+          const DeviceRows b(p, form);
+          const PagedKv kv_b{kc_b.half(), vc_b.half(), pb.block_stride, pb.block_tokens};
+          st = rope_write_kv_cache(b.q(), b.q_stride, b.k(), b.v(), b.kv_stride, kv_b, batch,
+                                   p.shape, theta, layout, nullptr);
+          ASSERT_TRUE(st.ok()) << st.error().to_string();
+          const std::string what =
+              shape_name(sh) + (layout == RopeLayout::kHalves ? " halves" : " pairs") +
+              (form == Rows::kFused ? " fused rows" : " dense rows") + " bt " + std::to_string(bt);
+          EXPECT_TRUE(a.data->host() == b.data->host()) << what << ": q/k/v rows differ";
+          EXPECT_TRUE(kc_a.host() == kc_b.host()) << what << ": K cache differs";
+          EXPECT_TRUE(vc_a.host() == vc_b.host()) << what << ": V cache differs";
+          // And the rotation really happened: q differs from the unrotated input somewhere.
+          EXPECT_FALSE(b.data->host() == DeviceRows(p, form).data->host()) << what;
+        }
+      }
+    }
+  }
+}
+
 // Argument checks happen before any device work, so these run without a GPU too; with one, the
 // pointers are real allocations so that a check that failed to fire could not fault the device.
 class AttentionArgs : public ::testing::Test {
@@ -442,6 +519,31 @@ TEST_F(AttentionArgs, InvalidLayoutsAndBatchesAreRejected) {
   EXPECT_EQ(write_kv_cache(rows, rows, 184, kv_, batch_, shape_, nullptr).error().code(),
             ErrorCode::kInvalidArgument);
   EXPECT_EQ(write_kv_cache(rows, rows, 196, kv_, batch_, shape_, nullptr).error().code(),
+            ErrorCode::kInvalidArgument);
+  // The fused rope + KV write: the attention shape, layout, theta and strides are checked.
+  auto* mrows = static_cast<__half*>(c_);
+  auto fused = [&](int64_t q_stride, int64_t kv_stride, const AttentionShape& s, float theta) {
+    return rope_write_kv_cache(mrows, q_stride, mrows, mrows, kv_stride, kv_, batch_, s, theta,
+                               RopeLayout::kHalves, nullptr);
+  };
+  EXPECT_EQ(fused(576, 192, shape_, 0.0f).error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(fused(576, 192, shape_, INFINITY).error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(fused(570, 192, shape_, 1e4f).error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(fused(576, 190, shape_, 1e4f).error().code(), ErrorCode::kInvalidArgument);
+  AttentionShape s96 = shape_;
+  s96.head_dim = 96;
+  EXPECT_EQ(fused(864, 288, s96, 1e4f).error().code(), ErrorCode::kUnsupported);
+  b = batch_;
+  b.row_seq = nullptr;
+  EXPECT_EQ(rope_write_kv_cache(mrows, 576, mrows, mrows, 192, kv_, b, shape_, 1e4f,
+                                RopeLayout::kHalves, nullptr)
+                .error()
+                .code(),
+            ErrorCode::kInvalidArgument);
+  EXPECT_EQ(rope_write_kv_cache(mrows, 576, mrows, mrows, 192, kv_, batch_, shape_, 1e4f,
+                                static_cast<RopeLayout>(7), nullptr)
+                .error()
+                .code(),
             ErrorCode::kInvalidArgument);
   // An empty batch is a no-op, not an error.
   b = batch_;
