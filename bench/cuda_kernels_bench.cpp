@@ -65,9 +65,12 @@ struct Shape {
   const char* model;
   int64_t n, k;
 };
+// Each model's o/down/gate/up projections and its stacked q|k|v (12288, 10240 rows), plus the
+// stacked gate|up the engine runs for 7B (22016 = 2 x 11008).
 const Shape kShapes[] = {
     {"7b", 4096, 4096},  {"7b", 11008, 4096},  {"7b", 4096, 11008},  {"7b", 12288, 4096},
-    {"70b", 8192, 8192}, {"70b", 28672, 8192}, {"70b", 8192, 28672}, {"70b", 10240, 8192},
+    {"7b", 22016, 4096}, {"70b", 8192, 8192},  {"70b", 28672, 8192}, {"70b", 8192, 28672},
+    {"70b", 10240, 8192},
 };
 
 struct Options {
