@@ -14,8 +14,13 @@
 # At most 8 files come back from $OUT: run.log (environment, unpacking, configure, build, kernel
 # resource usage), tests.log, bench.log, memcheck.log, w4a16.csv, w4a16.json, summary.txt.
 #
+# The real model (94 MiB) cannot travel in one call: scripts/device_model_parts.sh splits it into
+# third_party/model/part0 and part1, carried in two consecutive calls on the same warm machine;
+# the model stage joins them once both have arrived (docs/GPU.md, "The real model").
+#
 # Knobs (environment):
-#   QGATE_STAGES      stages to run, default env,deps,configure,build,resources,tests,bench,memcheck
+#   QGATE_STAGES      stages to run, default
+#                     env,deps,model,configure,build,resources,tests,engine,bench,decode,memcheck
 #   QGATE_BUDGET_S    seconds for the whole script (default 570)
 #   QGATE_CUDA_ARCH   CMAKE_CUDA_ARCHITECTURES (default 90; 90a enables wgmma/setmaxnreg code)
 #   QGATE_BENCH_ARGS  extra arguments for qgate_cuda_kernels_bench (e.g. "--quick")
@@ -27,15 +32,18 @@ cd "$ROOT"
 
 OUT="${OUT:-$ROOT/build-gpu/out}"
 BUILD="${QGATE_GPU_BUILD_DIR:-$ROOT/build-gpu}"
-PREFIX="${QGATE_DEPS_PREFIX:-/tmp/qgate-deps}"
+MODEL_PARTS="$ROOT/third_party/model"
+# Inside the (ignored) build folder, so that a second call on the same warm machine finds it.
+PREFIX="${QGATE_DEPS_PREFIX:-$BUILD/deps}"
 DEBS="$ROOT/third_party/debs"
 ARCH="${QGATE_CUDA_ARCH:-90}"
 JOBS="${JOBS:-$(nproc)}"
-STAGES="${QGATE_STAGES:-env,deps,configure,build,resources,tests,engine,bench,decode,memcheck}"
+STAGES="${QGATE_STAGES:-env,deps,model,configure,build,resources,tests,engine,bench,decode,memcheck}"
 BUDGET="${QGATE_BUDGET_S:-570}"
 read -r -a BENCH_ARGS <<<"${QGATE_BENCH_ARGS:-}"
 read -r -a CMAKE_EXTRA <<<"${QGATE_CMAKE_ARGS:-}"
 START=$(date +%s)
+export QGATE_SOURCE_DIR="$ROOT"  # the tests find models/ and tests/data through it
 
 mkdir -p "$OUT"
 RUNLOG="$OUT/run.log"
@@ -72,7 +80,7 @@ stage() {
   printf '\n===== %s: %s\n' "$name" "$*" >>"$logf"
   if declare -F "$1" >/dev/null; then
     # A function cannot run under timeout(1): run it in a subshell with bash's own timeout.
-    timeout --kill-after=10 "$limit" bash -c "$(declare -f "$1" probe); $(declare -p PREFIX DEBS BUILD ARCH JOBS CMAKE_EXTRA ROOT); $*" >>"$logf" 2>&1 || rc=$?
+    timeout --kill-after=10 "$limit" bash -c "$(declare -f "$1" probe); $(declare -p PREFIX DEBS BUILD ARCH JOBS CMAKE_EXTRA ROOT MODEL_PARTS); $*" >>"$logf" 2>&1 || rc=$?
   else
     timeout --kill-after=10 "$limit" "$@" >>"$logf" 2>&1 || rc=$?
   fi
@@ -151,6 +159,37 @@ unpack_deps() {
   done
 }
 
+# Joins the model parts into models/ once both are here (the first call brings part0, the second
+# part1; see scripts/device_model_parts.sh) and checks the SHA-256. Without parts, or with one,
+# it says so and succeeds: the real-model tests then skip with a message.
+join_model() {
+  set -e
+  local name sha target have="" p
+  if [ -f "$ROOT/models/SmolLM2-135M-Instruct.Q4_1.gguf" ]; then
+    echo "model already in models/"
+    return 0
+  fi
+  for p in part0 part1; do
+    [ -f "$MODEL_PARTS/$p/gguf.$p" ] && have+=" $p"
+  done
+  if [ "$have" != " part0 part1" ]; then
+    echo "model parts here:${have:- none} (both part0 and part1 are needed; the real-model" \
+      "tests skip without them)"
+    return 0
+  fi
+  read -r sha name <"$MODEL_PARTS/part0/SHA256"
+  mkdir -p "$ROOT/models"
+  target="$ROOT/models/$name"
+  cat "$MODEL_PARTS/part0/gguf.part0" "$MODEL_PARTS/part1/gguf.part1" >"$target.part"
+  if ! echo "$sha  $target.part" | sha256sum -c --status; then
+    rm -f "$target.part"
+    echo "the joined model does not match its SHA-256 $sha (parts from different splits?)"
+    return 1
+  fi
+  mv "$target.part" "$target"
+  echo "model joined and checked: $target"
+}
+
 configure() {
   local gen="Unix Makefiles"
   command -v ninja >/dev/null && gen="Ninja"
@@ -189,7 +228,7 @@ decode_bench() {
            models/variants/smollm2-gptq-4bit models/variants/smollm2-awq-4bit; do
     [ -e "$ROOT/$m" ] && { "$b" --model "$ROOT/$m" --streams 1,32 --steps 128 || status=1; }
   done
-  return $status
+  return "$status"
 }
 
 TESTS="$BUILD/tests/qgate_kernels_tests"
@@ -198,6 +237,7 @@ SANITIZER="$(command -v compute-sanitizer || ls /usr/local/cuda/compute-sanitize
 
 stage env "$RUNLOG" 60 env_report
 stage deps "$RUNLOG" 120 unpack_deps
+stage model "$RUNLOG" 30 join_model
 stage configure "$RUNLOG" 120 configure
 stage build "$RUNLOG" 360 build
 stage resources "$RUNLOG" 30 resources
