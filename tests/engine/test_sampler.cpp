@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
+#include <bit>
 #include <cmath>
 #include <limits>
 #include <random>
@@ -74,6 +76,100 @@ TEST(SamplerTest, GreedyPicksArgmaxAndLowestIdOnTies) {
   EXPECT_EQ(sampler.sample(tied), 1);
   std::vector<float> negative = {-3.0f, -2.0f, -7.0f};
   EXPECT_EQ(sampler.sample(negative), 1);
+}
+
+// Vocabularies long enough for the vectorized scan (16 logits at a time) and with a tail: the
+// same rule as the naive scan, wherever the maximum sits, with NaN, -inf and signed zeros.
+TEST(SamplerTest, GreedyOnLargeVocabulariesFollowsTheScalarRule) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  auto naive = [](const std::vector<float>& l) {
+    int32_t best = -1;
+    for (size_t i = 0; i < l.size(); ++i) {
+      if (std::isnan(l[i])) continue;
+      if (best < 0 || l[i] > l[static_cast<size_t>(best)]) best = static_cast<int32_t>(i);
+    }
+    return best < 0 ? 0 : best;
+  };
+  Sampler sampler(seeded(0.0f), {});
+  for (const size_t n : {size_t{16}, size_t{49152}, size_t{1000}, size_t{49157}}) {
+    for (const size_t at : {size_t{0}, size_t{15}, size_t{16}, n / 2, n - 1}) {
+      if (at >= n) continue;
+      std::vector<float> l = pseudo_random_logits(n, n + at);
+      l[at] = 9.0f;
+      EXPECT_EQ(sampler.sample(l), static_cast<int32_t>(at)) << n << " " << at;
+      if (at + 17 < n) {
+        l[at + 17] = 9.0f;  // a tie further on: the lower id wins
+        EXPECT_EQ(sampler.sample(l), static_cast<int32_t>(at)) << n << " " << at;
+      }
+    }
+    std::vector<float> l(n, nan);
+    EXPECT_EQ(sampler.sample(l), 0) << "all NaN, " << n;
+    l[n - 1] = -inf;
+    l[n / 2] = -inf;
+    EXPECT_EQ(sampler.sample(l), static_cast<int32_t>(n / 2)) << "NaN and -inf, " << n;
+    std::fill(l.begin(), l.end(), -1.0f);
+    l[n / 3] = -0.0f;
+    l[n - 2] = 0.0f;
+    EXPECT_EQ(sampler.sample(l), naive(l)) << "signed zeros, " << n;
+    l[n - 2] = inf;
+    l[5] = nan;
+    EXPECT_EQ(sampler.sample(l), static_cast<int32_t>(n - 2)) << "+inf, " << n;
+  }
+}
+
+// sampler_exp against exp() in double over its whole range: within 2 ulp everywhere, exactly 1
+// at 0 (the max token's probability), 0 below FLT_MIN's logarithm.
+TEST(SamplerExp, IsWithinTwoUlpOfExp) {
+  double worst = 0.0;
+  float worst_at = 0.0f;
+  for (int i = 0; i <= 4'000'000; ++i) {
+    const float x = -87.33f * static_cast<float>(i) / 4'000'000.0f;
+    const double ref = std::exp(static_cast<double>(x));
+    const float r = static_cast<float>(ref);
+    const double ulp = static_cast<double>(std::nextafter(r, INFINITY) - r);
+    const double err = std::abs(static_cast<double>(sampler_exp(x)) - ref) / ulp;
+    if (err > worst) {
+      worst = err;
+      worst_at = x;
+    }
+  }
+  EXPECT_LE(worst, 2.0) << "at x = " << worst_at;
+  EXPECT_EQ(sampler_exp(0.0f), 1.0f);
+  EXPECT_EQ(sampler_exp(-0.0f), 1.0f);
+  EXPECT_EQ(sampler_exp(-87.5f), 0.0f);
+  EXPECT_EQ(sampler_exp(-std::numeric_limits<float>::infinity()), 0.0f);
+  EXPECT_GT(sampler_exp(-87.3f), 0.0f);
+}
+
+// The draw's probability pass (vectorized where the build allows) gives sampler_exp's bits for
+// every token and the documented 16-lane sum, with masked, NaN and min-p-filtered tokens at 0.
+TEST(SamplerExp, TheProbabilityPassGivesItsBits) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  std::vector<float> l = pseudo_random_logits(1003, 5);
+  for (size_t i = 0; i < l.size(); i += 37) l[i] = -inf;
+  for (size_t i = 3; i < l.size(); i += 101) l[i] = nan;
+  l[500] = 7.0f;
+  const float inv_t = 1.0f / 0.7f;
+  const float max_s = 7.0f * inv_t;
+  for (const float floor_s : {-inf, max_s + std::log(0.05f)}) {
+    std::vector<float> probs(l.size(), -1.0f);
+    const double sum = sampler_internal::block_probabilities(l.data(), l.size(), inv_t, max_s,
+                                                             floor_s, probs.data());
+    std::array<double, 16> lane{};
+    for (size_t i = 0; i < l.size(); ++i) {
+      const float s = l[i] * inv_t;
+      const float want = l[i] > -inf && s >= floor_s ? sampler_exp(s - max_s) : 0.0f;
+      ASSERT_EQ(std::bit_cast<uint32_t>(probs[i]), std::bit_cast<uint32_t>(want))
+          << "token " << i << " floor " << floor_s;
+      lane[i % 16] += want;
+    }
+    double want_sum = 0.0;
+    for (const double x : lane) want_sum += x;
+    EXPECT_EQ(sum, want_sum) << "floor " << floor_s;
+    EXPECT_EQ(probs[500], 1.0f);
+  }
 }
 
 TEST(SamplerTest, TopKOneEqualsGreedyAtAnyTemperature) {
@@ -273,7 +369,7 @@ int32_t reference_sample(const std::vector<float>& logits, const SamplingParams&
     std::erase_if(c, [&](const auto& e) { return e.first < threshold; });
   }
   double total = 0.0;
-  for (auto& e : c) total += e.first = std::exp(e.first - max_l);
+  for (auto& e : c) total += e.first = sampler_exp(e.first - max_l);
   if (p.top_p < 1.0f) {
     if (!sorted) std::sort(c.begin(), c.end(), before);
     double cum = 0.0;
