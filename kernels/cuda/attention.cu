@@ -31,14 +31,10 @@ __global__ void __launch_bounds__(256)
   if (i >= static_cast<int64_t>(num_rows) * chunks) return;
   const int32_t row = static_cast<int32_t>(i / chunks);
   const int32_t c = static_cast<int32_t>(i % chunks);
-  const int32_t seq = row_seq[row];
-  const int32_t pos = row_pos[row];
-  // Device-side indices the host could not validate: a bad row is dropped, never written out of
-  // bounds (the engine validates block tables before it builds the batch).
-  if (seq < 0 || seq >= num_seqs || pos < 0 || pos / block_tokens >= max_blocks) return;
-  const int32_t* table = block_tables + static_cast<int64_t>(seq) * max_blocks;
-  if (table[pos / block_tokens] < 0) return;
-  const int64_t dst = ad::kv_offset(table, pos, block_tokens, block_stride, kv_dim) + c * 8;
+  const int64_t slot = ad::row_slot(row, row_seq, row_pos, block_tables, max_blocks, num_seqs,
+                                    block_tokens, block_stride, kv_dim);
+  if (slot < 0) return;
+  const int64_t dst = slot + c * 8;
   const int64_t src = static_cast<int64_t>(row) * kv_stride + c * 8;
   const uint4 kx = __ldg(reinterpret_cast<const uint4*>(k + src));
   const uint4 vx = __ldg(reinterpret_cast<const uint4*>(v + src));
@@ -62,18 +58,11 @@ __global__ void __launch_bounds__(256)
   __shared__ float cos_t[rope_detail::kMaxHalf];
   __shared__ float sin_t[rope_detail::kMaxHalf];
   const int32_t row = static_cast<int32_t>(blockIdx.x);
-  const int32_t seq = row_seq[row];
-  const int32_t pos = row_pos[row];
   const int half = head_dim / 2;
   const int32_t kv_dim = n_kv_heads * head_dim;
-  rope_detail::build_table(pos, head_dim, theta, cos_t, sin_t);
-  int64_t slot = -1;
-  if (seq >= 0 && seq < num_seqs && pos >= 0 && pos / block_tokens < max_blocks) {
-    const int32_t* table = block_tables + static_cast<int64_t>(seq) * max_blocks;
-    if (table[pos / block_tokens] >= 0) {
-      slot = ad::kv_offset(table, pos, block_tokens, block_stride, kv_dim);
-    }
-  }
+  rope_detail::build_table(row_pos[row], head_dim, theta, cos_t, sin_t);
+  const int64_t slot = ad::row_slot(row, row_seq, row_pos, block_tables, max_blocks, num_seqs,
+                                    block_tokens, block_stride, kv_dim);
   __syncthreads();
   const int q_pairs = n_heads * half;
   const int pairs = (n_heads + n_kv_heads) * half;

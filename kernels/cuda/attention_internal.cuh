@@ -107,4 +107,21 @@ __device__ __forceinline__ int64_t kv_offset(const int32_t* table, int32_t pos, 
          static_cast<int64_t>(pos - b * block_tokens) * kv_dim;
 }
 
+// Where row `row` of this step goes in a paged layer: the element offset of its position, or -1
+// when the device-side indices are ones the host could not validate (sequence out of range,
+// position past the block table, an unassigned block). Such a row is dropped, never written out
+// of bounds; the engine validates block tables before it builds the batch.
+__device__ __forceinline__ int64_t row_slot(int32_t row, const int32_t* row_seq,
+                                            const int32_t* row_pos, const int32_t* block_tables,
+                                            int32_t max_blocks, int32_t num_seqs,
+                                            int32_t block_tokens, int64_t block_stride,
+                                            int32_t kv_dim) {
+  const int32_t seq = row_seq[row];
+  const int32_t pos = row_pos[row];
+  if (seq < 0 || seq >= num_seqs || pos < 0 || pos / block_tokens >= max_blocks) return -1;
+  const int32_t* table = block_tables + static_cast<int64_t>(seq) * max_blocks;
+  if (table[pos / block_tokens] < 0) return -1;
+  return kv_offset(table, pos, block_tokens, block_stride, kv_dim);
+}
+
 }  // namespace qgate::cuda::attention_detail
